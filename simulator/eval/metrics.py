@@ -1,0 +1,60 @@
+"""Frame-quality metrics shared by every evaluation: PSNR, SSIM, sharpness.
+
+All take uint8 RGB frames `[..., H, W, 3]` (numpy arrays or tensors) and return one float per
+frame as a float64 numpy array of the leading shape.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _as_float(frames) -> torch.Tensor:
+    """uint8 [..., H, W, 3] -> float64 [N, 3, H, W] in 0..255, and the leading shape."""
+    t = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames)
+    if t.shape[-1] != 3:
+        raise ValueError(f"expected RGB frames [..., H, W, 3], got shape {tuple(t.shape)}")
+    lead = t.shape[:-3]
+    return t.reshape(-1, *t.shape[-3:]).permute(0, 3, 1, 2).to(torch.float64), lead  # [N, 3, H, W]
+
+
+def psnr(a, b) -> np.ndarray:
+    """Peak signal-to-noise ratio in dB per frame (capped at 100 dB for identical frames)."""
+    x, lead = _as_float(a)
+    y, _ = _as_float(b)
+    mse = ((x - y) ** 2).mean(dim=(1, 2, 3))
+    out = 10 * torch.log10(255.0**2 / mse.clamp_min(255.0**2 * 1e-10))
+    return out.numpy().reshape(lead)
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    g = torch.exp(-((torch.arange(size, dtype=torch.float64) - size // 2) ** 2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]  # [1, 1, size, size]
+
+
+def ssim(a, b) -> np.ndarray:
+    """Structural similarity per frame (Wang et al. 2004: 11x11 Gaussian, sigma 1.5), mean over RGB."""
+    x, lead = _as_float(a)
+    y, _ = _as_float(b)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    size = min(11, x.shape[-1], x.shape[-2])
+    w = _gaussian_window(size).repeat(3, 1, 1, 1)  # [3, 1, k, k], one per channel
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, w, groups=3)
+
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+    return s.mean(dim=(1, 2, 3)).numpy().reshape(lead)
+
+
+def sharpness(frames) -> np.ndarray:
+    """Mean absolute Laplacian of the grey image (0..255 scale): higher is crisper."""
+    x, lead = _as_float(frames)
+    grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]  # [N, 1, H, W]
+    lap = torch.tensor([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=torch.float64)[None, None]
+    return F.conv2d(grey, lap).abs().mean(dim=(1, 2, 3)).numpy().reshape(lead)
