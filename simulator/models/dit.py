@@ -1,0 +1,319 @@
+"""The world model: an action-conditioned spacetime-patch diffusion transformer (DiT).
+
+Latent frames `[C, h, w]` are cut into `1 x p x p` patches (one latent frame thick, so every
+tick answers its own action). Each frame's tokens also carry the PREVIOUS frame's latent as
+extra input channels, and the network predicts the clean latent as "previous latent + a
+learned correction": at initialisation the model is exactly copy-last-frame, and learning the
+change is its job (see ../shared/FINDINGS.md). Each frame has its own noise level and action;
+both modulate that frame's tokens through adaLN-Zero. Attention is block-causal at chunk
+granularity and goes through `kernels.attention`; positions are 3D rotary (t, y, x).
+
+Three ways to run the same blocks:
+  forward         clips of one size, [B, T, C, h, w]                 (training, evaluation)
+  forward_packed  clips of different sizes packed into one sequence  (NaViT training)
+  forward_cached  one new chunk against a rolling KV cache           (streaming generation)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+from einops import rearrange
+
+from kernels.attention import block_causal_attention, cached_attention
+from simulator.actions import BUTTON_DIM, CAMERA_BINS
+from simulator.models.kv_cache import KVCache
+from simulator.models.rope import apply_rotary, frame_positions, rotary_angles
+
+# attend(layer, q, k, v) -> out, all [B, H, L, head_dim]: the one thing that differs between paths
+Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class DiTConfig:
+    latent_channels: int = 8  # C of the tokenizer's latents
+    patch: int = 2  # p: tokens are 1 x p x p latent patches
+    dim: int = 256  # model width
+    depth: int = 8  # DiT blocks
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    chunk_frames: int = 1  # k: attention is bidirectional within k frames, causal across chunks
+    rope_theta: float = 100.0  # longest rotary wavelength, in patches/frames (positions here are small)
+    noise_embed_scale: float = 1000.0  # noise level in [0, 1] -> sinusoid argument, as in DiT's timesteps
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    def __post_init__(self) -> None:
+        if self.dim % self.heads:
+            raise ValueError(f"DiT dim {self.dim} is not divisible by heads {self.heads}")
+
+
+PRESETS: dict[str, DiTConfig] = {
+    "tiny": DiTConfig(latent_channels=4, patch=2, dim=32, depth=2, heads=2),  # tests: seconds
+    "cpu": DiTConfig(latent_channels=8, patch=2, dim=256, depth=8, heads=4),  # shipped, ~10 M params
+    "gpu": DiTConfig(latent_channels=8, patch=2, dim=512, depth=16, heads=8),  # ~70 M params
+}
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+def rms_norm(x: torch.Tensor, scale: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """RMS-normalise the last dim in float32, times a learned scale; returns x's dtype."""
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * scale.float()).to(x.dtype)
+
+
+class NoiseLevelEmbedding(nn.Module):
+    """Scalar noise level [...] in [0, 1] -> [..., dim] (sinusoid, then an MLP)."""
+
+    def __init__(self, dim: int, scale: float, frequencies: int = 128):
+        super().__init__()
+        self.scale, self.frequencies = scale, frequencies
+        self.mlp = nn.Sequential(nn.Linear(frequencies, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, level: torch.Tensor) -> torch.Tensor:
+        half = self.frequencies // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=level.device) / half)
+        args = level.float()[..., None] * self.scale * freqs  # [..., half]
+        return self.mlp(torch.cat([args.cos(), args.sin()], dim=-1))
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.heads = cfg.heads
+        self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim)
+        # QK-norm keeps bf16 logits tame; the norms run in float32 (as the rotation after them)
+        self.q_scale = nn.Parameter(torch.ones(cfg.head_dim))
+        self.k_scale = nn.Parameter(torch.ones(cfg.head_dim))
+        self.proj = nn.Linear(cfg.dim, cfg.dim)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer: int, attend: Attend) -> torch.Tensor:
+        q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)
+        q = apply_rotary(rms_norm(q, self.q_scale), cos, sin)
+        k = apply_rotary(rms_norm(k, self.k_scale), cos, sin)
+        out = attend(layer, q, k, v.to(q.dtype))  # [B, H, L, d]
+        return self.proj(rearrange(out, "b h l d -> b l (h d)"))
+
+
+class DiTBlock(nn.Module):
+    """Pre-norm transformer block whose norms are modulated per frame (adaLN-Zero)."""
+
+    def __init__(self, cfg: DiTConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.norm1 = nn.LayerNorm(cfg.dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(cfg)
+        self.norm2 = nn.LayerNorm(cfg.dim, elementwise_affine=False, eps=1e-6)
+        hidden = int(cfg.dim * cfg.mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(cfg.dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, cfg.dim))
+        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(cfg.dim, 6 * cfg.dim))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, token_frame: torch.Tensor,
+                cos: torch.Tensor, sin: torch.Tensor, attend: Attend) -> torch.Tensor:
+        # modulation is computed once per frame [B, F, 6D], then gathered per token [B, L, 6D]
+        mod = self.adaLN(cond)[:, token_frame]
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
+        x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1), cos, sin, self.layer, attend)
+        return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+class DiT(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.cfg = cfg
+        C, p, D = cfg.latent_channels, cfg.patch, cfg.dim
+        self.patch_embed = nn.Linear(2 * C * p * p, D)  # noisy latent and previous latent, stacked
+        self.noise_embed = NoiseLevelEmbedding(D, cfg.noise_embed_scale)
+        self.prev_noise_embed = NoiseLevelEmbedding(D, cfg.noise_embed_scale)
+        self.button_embed = nn.Linear(BUTTON_DIM, D)
+        self.camera_embed = nn.Embedding(2 * CAMERA_BINS, D)  # yaw bins, then pitch bins
+        self.blocks = nn.ModuleList(DiTBlock(cfg, i) for i in range(cfg.depth))
+        self.final_norm = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        self.final_adaLN = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
+        self.final_linear = nn.Linear(D, C * p * p)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        # transformer linears: Xavier, zero bias (as DiT)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        # action and camera embeddings: small normal
+        nn.init.normal_(self.button_embed.weight, std=0.02)
+        nn.init.normal_(self.camera_embed.weight, std=0.02)
+        # noise-level MLPs: small normal, as DiT's timestep embedder
+        for embed in (self.noise_embed, self.prev_noise_embed):
+            for layer in (embed.mlp[0], embed.mlp[2]):
+                nn.init.normal_(layer.weight, std=0.02)
+        # adaLN-Zero: every block starts as the identity (gates are zero)
+        for block in self.blocks:
+            nn.init.zeros_(block.adaLN[1].weight)
+            nn.init.zeros_(block.adaLN[1].bias)
+        # output correction starts at zero: the initial model predicts exactly the previous latent
+        for layer in (self.final_adaLN[1], self.final_linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    # --- pieces shared by every path ------------------------------------------------------
+
+    def _check_latents(self, x: torch.Tensor) -> None:
+        C, p = self.cfg.latent_channels, self.cfg.patch
+        if x.shape[-3] != C or x.shape[-2] % p or x.shape[-1] % p:
+            raise ValueError(f"latents {tuple(x.shape)}: expected {C} channels and a size divisible by patch {p}")
+
+    def condition(self, noise_level: torch.Tensor, prev_level: torch.Tensor, buttons: torch.Tensor,
+                  camera: torch.Tensor) -> torch.Tensor:
+        """Per-frame conditioning [B, T, D] from levels [B, T], buttons [B, T, BUTTON_DIM], camera bins [B, T, 2]."""
+        cam = self.camera_embed(camera[..., 0]) + self.camera_embed(camera[..., 1] + CAMERA_BINS)
+        return self.noise_embed(noise_level) + self.prev_noise_embed(prev_level) + self.button_embed(buttons) + cam
+
+    def embed(self, x: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        """x, prev [B, T, C, h, w] -> tokens [B, T*N, D], frame-major, row-major within a frame."""
+        p = self.cfg.patch
+        stacked = torch.cat([x, prev], dim=2)  # [B, T, 2C, h, w]
+        patches = rearrange(stacked, "b t c (hh p) (ww q) -> b (t hh ww) (c p q)", p=p, q=p)  # [B, T*N, 2C*p*p]
+        return self.patch_embed(patches)
+
+    def run_blocks(self, tokens: torch.Tensor, cond: torch.Tensor, token_frame: torch.Tensor,
+                   cos: torch.Tensor, sin: torch.Tensor, attend: Attend) -> torch.Tensor:
+        """Blocks plus the final modulated projection: tokens [B, L, D] -> corrections [B, L, C*p*p]."""
+        for block in self.blocks:
+            tokens = block(tokens, cond, token_frame, cos, sin, attend)
+        shift, scale = self.final_adaLN(cond)[:, token_frame].chunk(2, dim=-1)
+        return self.final_linear(modulate(self.final_norm(tokens), shift, scale))
+
+    def unembed(self, out: torch.Tensor, frames: int, h: int, w: int) -> torch.Tensor:
+        """[B, T*N, C*p*p] -> [B, T, C, h, w]."""
+        p = self.cfg.patch
+        return rearrange(out, "b (t hh ww) (c p q) -> b t c (hh p) (ww q)", t=frames, hh=h // p, ww=w // p, p=p, q=p)
+
+    # --- the three paths --------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor, prev: torch.Tensor, noise_level: torch.Tensor, prev_level: torch.Tensor,
+                buttons: torch.Tensor, camera: torch.Tensor, window_frames: int | None = None) -> torch.Tensor:
+        """Clean-latent prediction [B, T, C, h, w] for noisy latents x [B, T, C, h, w].
+
+        prev: each frame's previous latent [B, T, C, h, w] (noised to prev_level [B, T]);
+        noise_level [B, T]; buttons [B, T, BUTTON_DIM] float; camera [B, T, 2] int64 bins.
+        """
+        self._check_latents(x)
+        B, T, C, h, w = x.shape
+        p = self.cfg.patch
+        N = (h // p) * (w // p)
+        cos, sin = rotary_angles(frame_positions(T, h // p, w // p, device=x.device), self.cfg.head_dim,
+                                 self.cfg.rope_theta)  # [T*N, d/2]
+        token_frame = torch.arange(T, device=x.device).repeat_interleave(N)  # [T*N]
+
+        def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return block_causal_attention(q, k, v, frame_tokens=N, chunk_frames=self.cfg.chunk_frames,
+                                          window_frames=window_frames)
+
+        out = self.run_blocks(self.embed(x, prev), self.condition(noise_level, prev_level, buttons, camera),
+                              token_frame, cos, sin, attend)
+        return prev + self.unembed(out, T, h, w).to(prev.dtype)
+
+    def forward_packed(self, clips: Sequence[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
+        """NaViT packing: clips of any sizes in one sequence (attention block-diagonal across clips).
+
+        Each clip is a dict with "x", "prev" [T_i, C, h_i, w_i], "noise_level", "prev_level" [T_i],
+        "buttons" [T_i, BUTTON_DIM], "camera" [T_i, 2]; returns the clean-latent predictions per clip.
+        """
+        p, device = self.cfg.patch, clips[0]["x"].device
+        tokens, conds, positions, token_frames, frame_tokens, lengths = [], [], [], [], [], [0]
+        frames_so_far = 0
+        for clip in clips:
+            self._check_latents(clip["x"])
+            T, C, h, w = clip["x"].shape
+            N = (h // p) * (w // p)
+            tokens.append(self.embed(clip["x"][None], clip["prev"][None]))  # [1, T*N, D]
+            conds.append(self.condition(clip["noise_level"][None], clip["prev_level"][None],
+                                        clip["buttons"][None], clip["camera"][None]))  # [1, T, D]
+            positions.append(frame_positions(T, h // p, w // p, device=device))  # [T*N, 3]
+            token_frames.append(frames_so_far + torch.arange(T, device=device).repeat_interleave(N))
+            frames_so_far += T
+            frame_tokens.append(N)
+            lengths.append(T * N)
+        cu_seqlens = torch.tensor(lengths, device=device).cumsum(0).to(torch.int32)  # [n_clips + 1]
+        cos, sin = rotary_angles(torch.cat(positions), self.cfg.head_dim, self.cfg.rope_theta)  # [L, d/2]
+
+        def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return block_causal_attention(q, k, v, frame_tokens=frame_tokens, chunk_frames=self.cfg.chunk_frames,
+                                          cu_seqlens=cu_seqlens)
+
+        out = self.run_blocks(torch.cat(tokens, dim=1), torch.cat(conds, dim=1), torch.cat(token_frames),
+                              cos, sin, attend)[0]  # [L, C*p*p]
+        results = []
+        for i, clip in enumerate(clips):
+            T, C, h, w = clip["x"].shape
+            piece = out[int(cu_seqlens[i]):int(cu_seqlens[i + 1])][None]  # [1, T*N_i, C*p*p]
+            results.append(clip["prev"] + self.unembed(piece, T, h, w)[0].to(clip["prev"].dtype))
+        return results
+
+    def forward_cached(self, x: torch.Tensor, prev: torch.Tensor, noise_level: torch.Tensor, prev_level: torch.Tensor,
+                       buttons: torch.Tensor, camera: torch.Tensor, *, cache: KVCache, rows: torch.Tensor,
+                       first_frame: torch.Tensor, append: bool) -> torch.Tensor:
+        """One chunk per stream against the rolling cache: x [B, k, C, h, w] for the cache rows `rows` [B].
+
+        first_frame [B]: each stream's absolute frame index of the chunk's first frame (rotary t).
+        append: write this pass's keys/values into the cache (the finished chunk at the context
+        noise level); denoising passes leave the cache untouched.
+        """
+        self._check_latents(x)
+        B, T, C, h, w = x.shape
+        p = self.cfg.patch
+        N = (h // p) * (w // p)
+        if N != cache.frame_tokens:
+            raise ValueError(f"latent {h}x{w} gives {N} tokens per frame, the cache was built for {cache.frame_tokens}")
+        base = frame_positions(T, h // p, w // p, device=x.device)  # [T*N, 3], first frame 0
+        offsets = torch.zeros(B, 1, 3, dtype=base.dtype, device=x.device)
+        offsets[:, 0, 0] = first_frame
+        cos, sin = rotary_angles((base[None] + offsets).reshape(-1, 3), self.cfg.head_dim, self.cfg.rope_theta)
+        cos, sin = cos.view(B, 1, T * N, -1), sin.view(B, 1, T * N, -1)  # [B, 1, L, d/2], broadcast over heads
+        token_frame = torch.arange(T, device=x.device).repeat_interleave(N)
+        slots = cache.slots(rows, T * N) if append else None
+        start, length = cache.start[rows], cache.length[rows]
+
+        def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            k_cache, v_cache = cache.layer(layer, rows)
+            out = cached_attention(q, k, v, k_cache.to(q.dtype), v_cache.to(q.dtype),
+                                   cache_start=start, cache_len=length)
+            if append:
+                cache.update(layer, rows, slots, k, v)
+            return out
+
+        out = self.run_blocks(self.embed(x, prev), self.condition(noise_level, prev_level, buttons, camera),
+                              token_frame, cos, sin, attend)
+        if append:
+            cache.advance(rows, T * N)
+        return prev + self.unembed(out, T, h, w).to(prev.dtype)
+
+    def new_cache(self, batch: int, window_frames: int, frame_tokens: int, device: torch.device | str,
+                  dtype: torch.dtype = torch.float32) -> KVCache:
+        return KVCache(self.cfg.depth, batch, self.cfg.heads, window_frames, frame_tokens, self.cfg.head_dim,
+                       device=device, dtype=dtype)
+
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)
+
+
+def build_dit(preset_or_config: str | DiTConfig | dict, **overrides) -> DiT:
+    """A DiT from a preset name, a config, or a config dict (as stored in a checkpoint)."""
+    if isinstance(preset_or_config, str):
+        if preset_or_config not in PRESETS:
+            raise ValueError(f"unknown DiT preset {preset_or_config!r} (known: {', '.join(PRESETS)})")
+        cfg = PRESETS[preset_or_config]
+    elif isinstance(preset_or_config, dict):
+        cfg = DiTConfig(**preset_or_config)
+    else:
+        cfg = preset_or_config
+    return DiT(DiTConfig(**{**asdict(cfg), **overrides}))
