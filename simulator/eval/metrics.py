@@ -58,3 +58,27 @@ def sharpness(frames) -> np.ndarray:
     grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]  # [N, 1, H, W]
     lap = torch.tensor([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=torch.float64)[None, None]
     return F.conv2d(grey, lap).abs().mean(dim=(1, 2, 3)).numpy().reshape(lead)
+
+
+def frechet_distance(features_a, features_b) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets `[N, D]` (as in FID):
+    |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2). Zero for identical sets.
+
+    The matrix square root goes through symmetric eigendecompositions (no scipy needed);
+    tiny negative eigenvalues from rounding are clipped to zero."""
+    a = torch.as_tensor(np.asarray(features_a), dtype=torch.float64)
+    b = torch.as_tensor(np.asarray(features_b), dtype=torch.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"expected two feature sets [N, D] with equal D, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.shape[0] < 2 or b.shape[0] < 2:
+        raise ValueError(f"need at least 2 samples per set for a covariance, got {a.shape[0]} and {b.shape[0]}")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T).reshape(a.shape[1], -1), torch.cov(b.T).reshape(b.shape[1], -1)  # [D, D]
+
+    def sqrtm_psd(m: torch.Tensor) -> torch.Tensor:
+        vals, vecs = torch.linalg.eigh((m + m.T) / 2)
+        return (vecs * vals.clamp_min(0).sqrt()) @ vecs.T
+
+    root_a = sqrtm_psd(cov_a)
+    cross = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp_min(0).sqrt().sum()
+    return float(((mu_a - mu_b) ** 2).sum() + torch.trace(cov_a) + torch.trace(cov_b) - 2 * cross)

@@ -1,0 +1,60 @@
+"""Evaluation episodes, made on the fly from the engine: no dataset on disk is needed.
+
+Each episode is the world of one seed played by the data team's exploration policy
+(`simulator.data.policy.ExplorerPolicy`), whose generator is seeded from the world seed, so an
+evaluation seed always means the same frames and actions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from simulator.actions import NOOP, Action
+
+POLICY_SEED_OFFSET = 77_000_000  # policy generator seed = world seed + this (not the world's own stream)
+
+
+@dataclass
+class EvalEpisode:
+    frames: np.ndarray  # uint8 [T, H, W, 3]; frames[0] is the reset frame
+    actions: list[Action]  # T actions; actions[t] produced frames[t]; actions[0] is NOOP
+    seed: int  # world seed
+
+
+def make_world(seed: int, resolution: tuple[int, int]):
+    """A fresh engine World for `seed` at (H, W); imported lazily so that eval imports stay light."""
+    from simulator.world.engine import World, WorldConfig
+
+    return World(seed, WorldConfig(height=resolution[0], width=resolution[1]))
+
+
+def play_policy(world, seed: int, ticks: int, policy_preset: str = "human") -> tuple[np.ndarray, list[Action]]:
+    """Reset `world` and play `ticks` frames with the exploration policy -> (uint8 [ticks, H, W, 3], actions).
+    The world is left in its final state, so scripted actions can continue from it (probes.py)."""
+    from simulator.data.policy import POLICY_PRESETS, ExplorerPolicy
+
+    if policy_preset not in POLICY_PRESETS:
+        raise ValueError(f"unknown policy preset {policy_preset!r} (known: {', '.join(sorted(POLICY_PRESETS))})")
+    policy = ExplorerPolicy(seed + POLICY_SEED_OFFSET, POLICY_PRESETS[policy_preset])
+    first = world.reset()
+    frames = np.empty((ticks, *first.shape), np.uint8)
+    frames[0] = first
+    actions = [NOOP]
+    for t in range(1, ticks):
+        action = policy.act(world)
+        frames[t] = world.step(action)
+        actions.append(action)
+    return frames, actions
+
+
+def engine_episodes(seeds: list[int], frames: int, resolution: tuple[int, int], policy_preset: str = "human",
+                    progress: bool = True, desc: str = "engine episodes") -> list[EvalEpisode]:
+    """One policy episode of `frames` frames per seed."""
+    out = []
+    for seed in tqdm(seeds, desc=desc, disable=not progress):
+        f, a = play_policy(make_world(seed, resolution), seed, frames, policy_preset)
+        out.append(EvalEpisode(f, a, seed))
+    return out

@@ -1,0 +1,144 @@
+"""Inverse-dynamics model (IDM): given two consecutive frames, which action was taken between them?
+
+It referees action following: its accuracy on engine clips says how readable actions are at
+all; its accuracy on generated clips driven by the same actions says how well the world model
+obeys them (the ratio is the controllability). Its penultimate features also serve as the
+embedding for the Frechet distance between generated and engine frames (stability.py).
+
+Input: frames t-1 and t (uint8, resized to `IdmConfig.resolution`), stacked with their
+difference (motion is what the action explains). Output: one logit per camera bin on each
+axis (yaw, pitch) and one logit per button of `IDM_BUTTONS`. The hotbar press, sneak and
+sprint are not predicted: the frames carry no HUD, and sneak/sprint mostly change speed, which
+is not readable from one frame pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from simulator.actions import BUTTONS, CAMERA_BINS, Action, encode_many
+from simulator.checkpoint import load_checkpoint, save_checkpoint
+
+IDM_BUTTONS: tuple[str, ...] = ("forward", "back", "left", "right", "jump", "attack", "use")
+_BUTTON_INDEX = [BUTTONS.index(b) for b in IDM_BUTTONS]  # columns of the multi-hot encoding
+
+
+@dataclass
+class IdmConfig:
+    resolution: int = 64  # frames are resized to resolution x resolution before the network
+    channels: tuple[int, ...] = (32, 64, 96, 128)  # one stride-2 conv block per entry
+    feature_dim: int = 128  # width of the embedding used for the Frechet distance
+    dropout: float = 0.1
+
+
+IDM_PRESETS: dict[str, IdmConfig] = {
+    "tiny": IdmConfig(resolution=32, channels=(8, 16), feature_dim=16),  # tests
+    "small": IdmConfig(),  # the shipped one (checkpoints/idm/)
+}
+
+
+class InverseDynamics(nn.Module):
+    def __init__(self, config: IdmConfig = IdmConfig()):
+        super().__init__()
+        self.config = config
+        layers: list[nn.Module] = []
+        c_in = 9  # previous RGB, current RGB, their difference
+        for c_out in config.channels:
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(8 if c_out % 8 == 0 else 1, c_out),
+                       nn.SiLU(), nn.Conv2d(c_out, c_out, 3, padding=1), nn.SiLU()]
+            c_in = c_out
+        self.trunk = nn.Sequential(*layers)
+        side = config.resolution // 2 ** len(config.channels)
+        # flatten rather than pool: where in the image things moved tells turning from walking
+        self.embed = nn.Sequential(nn.Flatten(), nn.Dropout(config.dropout),
+                                   nn.Linear(c_in * side * side, config.feature_dim), nn.SiLU())
+        self.yaw = nn.Linear(config.feature_dim, CAMERA_BINS)
+        self.pitch = nn.Linear(config.feature_dim, CAMERA_BINS)
+        self.buttons = nn.Linear(config.feature_dim, len(IDM_BUTTONS))
+
+    def prepare(self, prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, H, W, 3] pairs -> float [B, 9, R, R] network input."""
+        R = self.config.resolution
+        x = torch.cat([prev, cur], dim=-1).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # [B, 6, H, W]
+        if x.shape[-2:] != (R, R):
+            x = F.interpolate(x, size=(R, R), mode="bilinear", align_corners=False, antialias=True)
+        return torch.cat([x, (x[:, 3:] - x[:, :3]) * 2.0], dim=1)  # [B, 9, R, R]; the difference amplified
+
+    def features(self, prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, H, W, 3] pairs -> embedding [B, feature_dim]."""
+        return self.embed(self.trunk(self.prepare(prev, cur)))
+
+    def forward(self, prev: torch.Tensor, cur: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.features(prev, cur)
+        return {"yaw": self.yaw(h), "pitch": self.pitch(h), "buttons": self.buttons(h)}
+
+    def save(self, directory: str | Path, **extra_config) -> Path:
+        return save_checkpoint(directory, self.state_dict(), {"kind": "idm", "idm": asdict(self.config), **extra_config},
+                               dtype=torch.bfloat16)
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> InverseDynamics:
+        state, config = load_checkpoint(directory, device=device)
+        if config.get("kind") != "idm":
+            raise ValueError(f"{directory} is not an IDM checkpoint (config kind {config.get('kind')!r})")
+        cfg = dict(config["idm"])
+        cfg["channels"] = tuple(cfg["channels"])
+        model = cls(IdmConfig(**cfg)).to(device)
+        model.load_state_dict(state)
+        return model.eval()
+
+
+def action_targets(actions: list[Action]) -> dict[str, np.ndarray]:
+    """Actions -> IDM targets: {"yaw": int64 [T], "pitch": int64 [T], "buttons": float32 [T, len(IDM_BUTTONS)]}."""
+    hot, camera = encode_many(actions)
+    return {"yaw": camera[:, 0], "pitch": camera[:, 1], "buttons": hot[:, _BUTTON_INDEX]}
+
+
+@torch.no_grad()
+def predict(model: InverseDynamics, frames: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Predicted action for every transition of a clip uint8 [T, H, W, 3]: arrays of length T-1
+    ("yaw", "pitch" bin indices, "buttons" bool [T-1, len(IDM_BUTTONS)]) and "features" [T-1, D]."""
+    model.eval()
+    frames_t = torch.as_tensor(np.ascontiguousarray(frames))
+    out: dict[str, list[np.ndarray]] = {"yaw": [], "pitch": [], "buttons": [], "features": []}
+    for i in range(1, len(frames_t), batch_size):
+        prev, cur = frames_t[i - 1:i - 1 + batch_size], frames_t[i:i + batch_size]
+        prev = prev[:len(cur)]
+        h = model.features(prev, cur)
+        out["features"].append(h.numpy())
+        out["yaw"].append(model.yaw(h).argmax(-1).numpy())
+        out["pitch"].append(model.pitch(h).argmax(-1).numpy())
+        out["buttons"].append((model.buttons(h) > 0).numpy())
+    if not out["yaw"]:
+        raise ValueError(f"IDM needs at least 2 frames, got a clip of {len(frames_t)}")
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def accuracy(pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per-head accuracy of predictions against targets (both for the same transitions).
+
+    Camera: exact bin and within one bin. Buttons: balanced accuracy (mean of the hit rates on
+    pressed and on unpressed ticks), so that a head that always says "not pressed" scores 0.5,
+    not the button's absent rate; NaN for a button never (or always) pressed in the set.
+    `action` is the mean over yaw, pitch and the button heads: the headline figure."""
+    res: dict[str, float] = {}
+    for axis in ("yaw", "pitch"):
+        diff = np.abs(pred[axis].astype(int) - target[axis].astype(int))
+        res[f"{axis}_exact"] = float((diff == 0).mean())
+        res[f"{axis}_within1"] = float((diff <= 1).mean())
+    pb, tb = pred["buttons"].astype(bool), target["buttons"] > 0.5
+    for j, name in enumerate(IDM_BUTTONS):
+        pos, neg = tb[:, j], ~tb[:, j]
+        if pos.any() and neg.any():
+            res[name] = float(((pb[pos, j]).mean() + (~pb[neg, j]).mean()) / 2)
+        else:
+            res[name] = float("nan")
+    heads = [res["yaw_exact"], res["pitch_exact"]] + [res[b] for b in IDM_BUTTONS if np.isfinite(res[b])]
+    res["action"] = float(np.mean(heads))
+    return res

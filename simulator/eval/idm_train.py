@@ -1,0 +1,145 @@
+"""Train the inverse-dynamics model on engine episodes; record its held-out accuracy in its config.
+
+    python -m simulator.eval.idm_train --preset small --out checkpoints/idm
+
+Recipe: episodes from the IDM action sampler (idm_data.py) on world seeds reserved for the IDM
+(far from the seeds the world model trains and is evaluated on), random frame pairs,
+cross-entropy per camera axis and a pos-weighted BCE per button. Half the pairs are blurred
+(both frames alike) so that the referee still reads actions from a blurry world model's
+frames, and an IDM verdict of "uncontrollable" means the motion is wrong, not the texture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from simulator.actions import Action
+from simulator.eval.idm import IDM_PRESETS, InverseDynamics, accuracy, action_targets, predict
+from simulator.eval.idm_data import IdmSamplerConfig, collect
+
+IDM_SEED_BASE = 9_000_000  # IDM world seeds are IDM_SEED_BASE + i: disjoint from training/eval seeds
+
+
+@dataclass
+class IdmTrainConfig:
+    preset: str = "small"
+    train_episodes: int = 160
+    heldout_episodes: int = 24
+    episode_frames: int = 64
+    resolution: tuple[int, int] = (64, 64)  # engine frame size (H, W)
+    steps: int = 3000
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    blur_prob: float = 0.5  # share of pairs blurred by a random 2x or 4x down-up sampling
+    seed: int = 0
+    sampler: IdmSamplerConfig = field(default_factory=IdmSamplerConfig)
+
+
+IDM_TRAIN_PRESETS: dict[str, IdmTrainConfig] = {
+    "tiny": IdmTrainConfig(preset="tiny", train_episodes=6, heldout_episodes=2, episode_frames=24, steps=40,
+                           batch_size=32),  # tests: seconds
+    "small": IdmTrainConfig(),  # the shipped checkpoint
+}
+
+
+def _episode_arrays(episodes: list[tuple[np.ndarray, list[Action]]]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    frames = torch.from_numpy(np.stack([f for f, _ in episodes]))  # [E, T, H, W, 3]
+    targets = [action_targets(a) for _, a in episodes]
+    return frames, {k: torch.from_numpy(np.stack([t[k] for t in targets])) for k in targets[0]}  # [E, T, ...]
+
+
+def _blur(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
+    """Blur a random share of uint8 pairs [B, 2, H, W, 3] by down- then up-sampling (same factor per pair)."""
+    B, _, H, W, _ = x.shape
+    out = x.clone()
+    picks = torch.nonzero(torch.rand(B, generator=gen) < prob).flatten()
+    use_four = torch.randint(0, 2, (len(picks),), generator=gen).bool()  # which picked pairs get factor 4
+    for factor in (2, 4):
+        rows = picks[use_four == (factor == 4)]
+        if len(rows) == 0:
+            continue
+        y = x[rows].reshape(-1, H, W, 3).permute(0, 3, 1, 2).float()  # [b*2, 3, H, W]
+        y = F.interpolate(F.avg_pool2d(y, factor), size=(H, W), mode="bilinear", align_corners=False)
+        out[rows] = y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).reshape(len(rows), 2, H, W, 3)
+    return out
+
+
+def evaluate(model: InverseDynamics, episodes: list[tuple[np.ndarray, list[Action]]]) -> dict[str, float]:
+    """IDM accuracy over every transition of the given episodes."""
+    preds = [predict(model, f) for f, _ in episodes]
+    targets = [action_targets(a[1:]) for _, a in episodes]
+    return accuracy({k: np.concatenate([p[k] for p in preds]) for k in ("yaw", "pitch", "buttons")},
+                    {k: np.concatenate([t[k] for t in targets]) for k in ("yaw", "pitch", "buttons")})
+
+
+def train(config: IdmTrainConfig, progress: bool = True) -> tuple[InverseDynamics, dict]:
+    """Collect, train, evaluate on held-out worlds. Returns (model, summary with accuracies)."""
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    n_train, n_held = config.train_episodes, config.heldout_episodes
+    seeds = [IDM_SEED_BASE + i for i in range(n_train + n_held)]
+    started = time.time()
+    episodes = collect(seeds, config.episode_frames, config.resolution, config.seed, config.sampler, progress)
+    train_eps, held_eps = episodes[:n_train], episodes[n_train:]
+    frames, targets = _episode_arrays(train_eps)
+    E, T = frames.shape[:2]
+    collect_s = time.time() - started
+
+    model = InverseDynamics(IDM_PRESETS[config.preset])
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.steps, pct_start=0.1)
+    rate = targets["buttons"].float().mean(dim=(0, 1)).clamp(0.02, 0.98)
+    pos_weight = ((1 - rate) / rate).sqrt()  # partial re-balancing of rare buttons
+    model.train()
+    bar = tqdm(range(config.steps), desc="IDM training", disable=not progress)
+    for _ in bar:
+        e = torch.randint(0, E, (config.batch_size,), generator=gen)
+        t = torch.randint(1, T, (config.batch_size,), generator=gen)
+        pairs = _blur(torch.stack([frames[e, t - 1], frames[e, t]], dim=1), config.blur_prob, gen)  # [B, 2, H, W, 3]
+        out = model(pairs[:, 0], pairs[:, 1])
+        loss = (F.cross_entropy(out["yaw"], targets["yaw"][e, t]) + F.cross_entropy(out["pitch"], targets["pitch"][e, t])
+                + F.binary_cross_entropy_with_logits(out["buttons"], targets["buttons"][e, t], pos_weight=pos_weight))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    summary = {"heldout_accuracy": evaluate(model, held_eps), "train_accuracy": evaluate(model, train_eps[:n_held]),
+               "train_seeds": [seeds[0], seeds[n_train - 1]], "heldout_seeds": [seeds[n_train], seeds[-1]],
+               "collect_seconds": round(collect_s, 1), "train_seconds": round(time.time() - started - collect_s, 1),
+               "train": {k: v for k, v in asdict(config).items() if k != "sampler"}, "sampler": asdict(config.sampler)}
+    return model, summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="small", choices=sorted(IDM_TRAIN_PRESETS))
+    parser.add_argument("--out", default="checkpoints/idm", help="checkpoint folder to write")
+    parser.add_argument("--steps", type=int, help="override the preset's training steps")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+
+
+def main(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    config = IDM_TRAIN_PRESETS[args.preset]
+    if args.steps:
+        config.steps = args.steps
+    model, summary = train(config)
+    model.save(args.out, **summary)
+    print(json.dumps(summary["heldout_accuracy"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(p)
+    raise SystemExit(main(p.parse_args()))

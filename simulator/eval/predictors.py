@@ -1,0 +1,73 @@
+"""What evaluation drives: anything with the streaming Generator's interface (docs/CONTRACTS.md).
+
+`load_predictor` gives the real `simulator.rollout.generator.Generator` for a checkpoint folder,
+or `CopyLast` for the name "copy-last": the baseline every fidelity figure is read against (a
+model that does not beat it is not yet a world model), and the stand-in that lets every part of
+the evaluation run and be tested without a trained model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from simulator.actions import Action
+from simulator.checkpoint import load_config
+
+COPY_LAST = "copy-last"
+
+
+class Predictor(Protocol):
+    """The subset of the Generator contract that evaluation uses."""
+
+    resolution: tuple[int, int]
+
+    def start(self, slot: int, frames: np.ndarray, actions: list[Action]) -> None: ...
+
+    def step(self, actions: dict[int, Action]) -> dict[int, np.ndarray]: ...
+
+    def release(self, slot: int) -> None: ...
+
+
+class CopyLast:
+    """Predicts that nothing changes: every step returns the last context frame of its slot."""
+
+    def __init__(self, resolution: tuple[int, int], batch_size: int = 1):
+        self.resolution = resolution
+        self.batch_size = batch_size
+        self._last: dict[int, np.ndarray] = {}
+
+    def start(self, slot: int, frames: np.ndarray, actions: list[Action]) -> None:
+        if not 0 <= slot < self.batch_size:
+            raise ValueError(f"slot {slot} is outside 0..{self.batch_size - 1}")
+        if frames.ndim != 4 or tuple(frames.shape[1:3]) != self.resolution or len(frames) == 0:
+            raise ValueError(f"context frames: expected uint8 [T0>0, {self.resolution[0]}, {self.resolution[1]}, 3], "
+                             f"got {list(frames.shape)}")
+        if len(actions) != len(frames):
+            raise ValueError(f"context has {len(frames)} frames but {len(actions)} actions")
+        self._last[slot] = frames[-1].copy()
+
+    def step(self, actions: dict[int, Action]) -> dict[int, np.ndarray]:
+        missing = sorted(set(actions) - set(self._last))
+        if missing:
+            raise ValueError(f"slots {missing} were never started")
+        return {slot: self._last[slot].copy() for slot in actions}
+
+    def release(self, slot: int) -> None:
+        self._last.pop(slot, None)
+
+
+def load_predictor(checkpoint: str | Path, resolution: tuple[int, int], batch_size: int = 1,
+                   device: str = "cpu") -> tuple[Predictor, dict]:
+    """(predictor, its checkpoint config) for a checkpoint folder, or CopyLast for "copy-last"."""
+    if str(checkpoint) == COPY_LAST:
+        return CopyLast(resolution, batch_size), {"kind": COPY_LAST}
+    from simulator.rollout.generator import Generator  # imported here: torch-heavy, and absent in early trees
+
+    generator = Generator.from_checkpoint(checkpoint, device=device, batch_size=batch_size)
+    if tuple(generator.resolution) != tuple(resolution):
+        raise ValueError(f"checkpoint {checkpoint} generates {generator.resolution[0]}x{generator.resolution[1]} frames, "
+                         f"the evaluation asked for {resolution[0]}x{resolution[1]}")
+    return generator, load_config(checkpoint)
