@@ -39,7 +39,7 @@ class WorldLike(Protocol):
 
 
 def facing(yaw_deg: float) -> tuple[float, float]:
-    """Unit (dx, dz) the player walks toward at this yaw (the engine's convention)."""
+    """Unit (dx, dz) the player walks toward at this yaw (engine: yaw 0 looks along -z, +yaw turns right)."""
     yaw = math.radians(yaw_deg)
     return math.sin(yaw), -math.cos(yaw)
 
@@ -209,7 +209,9 @@ class ExplorerPolicy:
             buttons["attack"] = True
         elif self.activity == "build":
             buttons["use"] = bool(r.random() < cfg.use_tap_prob)
-        buttons["jump"] = self._hop() or buttons.get("jump", False)
+        # in water, hold jump to swim at the surface, as players do, instead of sinking
+        swimming = bool(getattr(world.player, "in_water", False))
+        buttons["jump"] = self._hop() or swimming or buttons.get("jump", False)
         yaw, pitch = self._camera(float(world.player.pitch))
         hotbar = None
         if r.random() < cfg.hotbar_prob or self.pick_block:

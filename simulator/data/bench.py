@@ -1,0 +1,97 @@
+"""`patchworld bench collect`: collection frames/s, the shard format's size and speed, loader clips/s.
+
+Three tables, appended to docs/benchmarks.md:
+  1. collection: recorded frames/s (and engine ticks/s, walk-away ticks included) per worker count;
+  2. shard format: np.savez against np.savez_compressed on the frames just collected;
+  3. loader: ClipDataset clips/s over those shards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from simulator.benchlog import markdown_table, record
+from simulator.data.collect import CollectConfig, collect, parse_resolution
+from simulator.data.shards import list_shards, read_shard
+
+
+def bench_collection(resolution: tuple[int, int], episodes: int, steps: int, workers: list[int],
+                     tmp: Path) -> tuple[list[list[object]], Path]:
+    from simulator.world.engine import ENGINE_VERSION
+
+    rows, last = [], tmp
+    for w in workers:
+        config = CollectConfig(episodes=episodes, steps=steps, resolution=resolution, seed=12345,
+                               world_seeds=tuple(range(12345, 12345 + max(2, w))), episodes_per_shard=1,
+                               engine_version=ENGINE_VERSION)
+        collect(config, tmp / "warmup", workers=w, progress=False)  # numba compile caches, worker start
+        out = tmp / f"w{w}"
+        start = time.perf_counter()
+        collect(config, out, workers=w, progress=False)
+        seconds = time.perf_counter() - start
+        ticks = sum(e.extra["walk_ticks"] + steps for p in list_shards(out) for e in read_shard(p))
+        rows.append([w, episodes * steps, seconds, episodes * steps / seconds, ticks / seconds])
+        last = out
+    return rows, last
+
+
+def bench_format(shard_dir: Path) -> list[list[object]]:
+    frames = np.concatenate([e.frames for p in list_shards(shard_dir) for e in read_shard(p)])  # [N, H, W, 3]
+    rows = []
+    for name, save in (("np.savez", np.savez), ("np.savez_compressed", np.savez_compressed)):
+        buf = io.BytesIO()
+        start = time.perf_counter()
+        save(buf, frames=frames)
+        write_s = time.perf_counter() - start
+        repeats = 5
+        start = time.perf_counter()
+        for _ in range(repeats):
+            buf.seek(0)
+            with np.load(buf, allow_pickle=False) as z:
+                z["frames"]
+        load_s = (time.perf_counter() - start) / repeats
+        size = buf.getbuffer().nbytes
+        rows.append([name, len(frames), size / len(frames) / 1024, frames.nbytes / size,
+                     len(frames) / write_s, len(frames) / load_s])
+    return rows
+
+
+def bench_loader(shard_dir: Path, clip_frames: int) -> list[list[object]]:
+    from simulator.data.loader import ClipDataset
+
+    ds = ClipDataset(shard_dir, clip_frames=clip_frames, shuffle_buffer=64)
+    start = time.perf_counter()
+    n = sum(1 for _ in ds)
+    seconds = time.perf_counter() - start
+    return [[clip_frames, n, n / seconds, n * clip_frames / seconds]]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--resolution", type=parse_resolution, default=(64, 64))
+    parser.add_argument("--episodes", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--notes", default="", help="appended to the recorded notes (e.g. 'machine shared')")
+
+
+def main(args: argparse.Namespace) -> int:
+    H, W = args.resolution
+    with tempfile.TemporaryDirectory() as tmp:
+        rows, shard_dir = bench_collection(args.resolution, args.episodes, args.steps, args.workers, Path(tmp))
+        record(f"Data collection, {H}x{W}", markdown_table(
+            ["workers", "frames", "seconds", "recorded frames/s", "engine ticks/s (incl. walk-away)"], rows),
+            notes=f"{args.episodes} episodes x {args.steps} frames, human policy, one episode per shard. "
+                  + args.notes)
+        record(f"Shard format, {H}x{W} frames", markdown_table(
+            ["writer", "frames", "KiB/frame", "ratio", "write frames/s", "load frames/s"], bench_format(shard_dir)),
+            notes="Frames collected by the run above, one array, in memory (no disk). " + args.notes)
+        record(f"ClipDataset, {H}x{W}", markdown_table(
+            ["clip frames", "clips", "clips/s", "frames/s"], bench_loader(shard_dir, clip_frames=16)),
+            notes="One process, no DataLoader workers, page cache warm. " + args.notes)
+    return 0
