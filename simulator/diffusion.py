@@ -67,13 +67,15 @@ def timesteps(steps: int, shift: float = 1.0, device: torch.device | str = "cpu"
 
 
 def sample(denoise: Callable[[torch.Tensor, float], torch.Tensor], noise: torch.Tensor, steps: int,
-           eta: float = 1.0, shift: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+           eta: float = 1.0, shift: float = 1.0, draw: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
     """Denoise pure `noise` in `steps` steps; `denoise(x_t, t)` returns the predicted clean latent.
 
     Each step predicts x0, then moves to the next, lower level. `eta` in [0, 1] says how much of
     the noise at that level is fresh rather than the noise implied by the prediction: eta = 0 is
     the deterministic DDIM/Euler path (it converges to the average of possible frames); eta > 0
     re-draws detail at every level, so extra steps add detail instead of averaging it away.
+    `draw()` returns fresh noise shaped like `noise` (default: torch.randn_like), so that a
+    caller can give every stream its own random generator.
     """
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"sampler eta {eta} is outside [0, 1]")
@@ -84,6 +86,6 @@ def sample(denoise: Callable[[torch.Tensor, float], torch.Tensor], noise: torch.
         if t_next == 0.0:
             return x0
         implied = (x - (1 - t) * x0) / t  # the noise that x would contain if x0 were right
-        fresh = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        fresh = torch.randn_like(x) if draw is None else draw()
         x = (1 - t_next) * x0 + t_next * ((1 - eta**2) ** 0.5 * implied + eta * fresh)
     return x

@@ -1,0 +1,193 @@
+"""The streaming generator: B independent streams over one world model, one tick at a time.
+
+Per stream (slot): a rolling KV cache of the last `window_frames` frames, the previous frame's
+latent, an absolute frame counter and a random generator. Per tick, for all requested slots in
+one batched forward each:
+  1. a few denoising steps of the new frame against the cache (the cache is only read);
+  2. one pass of the finished frame at the context noise level, which appends its keys and
+     values to the cache (the oldest frame falls out once the window is full);
+  3. decoding of the clean latent to RGB by the tokenizer.
+Deterministic for a given seed: every slot draws its noise from its own generator, reseeded
+by `start()`, so a stream does not depend on which other slots run beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from simulator.actions import Action, encode_many
+from simulator.checkpoint import load_checkpoint
+from simulator.diffusion import add_noise, sample
+from simulator.models.dit import DiT, build_dit
+from simulator.models.tokenizer import Tokenizer
+
+
+@dataclass
+class GeneratorConfig:
+    resolution: tuple[int, int] = (64, 64)  # (H, W) of the frames
+    window_frames: int = 15  # frames kept in each stream's KV cache (training clips are window + 1)
+    steps: int = 4  # denoising steps per frame
+    eta: float = 1.0  # fresh noise per sampler step (0 = deterministic DDIM path)
+    shift: float = 1.0  # sampler timestep shift
+    context_noise: float = 0.05  # noise level of finished frames in the cache and the previous-latent input
+    seed: int = 0
+    bf16: bool = True  # autocast matmuls to bfloat16 (about 2x faster on AVX512-BF16 CPUs and on GPUs)
+
+    def __post_init__(self) -> None:
+        self.resolution = (int(self.resolution[0]), int(self.resolution[1]))
+
+
+class Generator:
+    """See the module docstring; the contract is in docs/CONTRACTS.md."""
+
+    def __init__(self, model: DiT, tokenizer: Tokenizer, config: GeneratorConfig | None = None,
+                 batch_size: int = 1, device: str | torch.device = "cpu"):
+        self.config = config = config or GeneratorConfig()
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer.to(self.device).eval()
+        if model.cfg.chunk_frames != 1:
+            raise ValueError(f"streaming answers one action per tick: the model's chunk_frames must be 1, "
+                             f"got {model.cfg.chunk_frames}")
+        if model.cfg.latent_channels != tokenizer.latent_channels:
+            raise ValueError(f"model expects {model.cfg.latent_channels} latent channels, the tokenizer "
+                             f"makes {tokenizer.latent_channels}")
+        H, W = config.resolution
+        tokenizer.check_size(H, W)
+        f, p = tokenizer.stride, model.cfg.patch
+        if (H // f) % p or (W // f) % p:
+            raise ValueError(f"latent {H // f}x{W // f} of a {H}x{W} frame is not divisible by patch {p}")
+        self.latent_shape = (model.cfg.latent_channels, H // f, W // f)  # (C, h, w)
+        self.batch_size = batch_size
+        self.autocast = config.bf16
+        cache_dtype = torch.bfloat16 if config.bf16 else torch.float32
+        self.cache = model.new_cache(batch_size, config.window_frames, (H // f // p) * (W // f // p),
+                                     self.device, cache_dtype)
+        self.prev = torch.zeros(batch_size, *self.latent_shape, device=self.device)  # last clean latent per slot
+        self.frame_index = torch.zeros(batch_size, dtype=torch.long, device=self.device)  # rotary t of the next frame
+        self.active = [False] * batch_size
+        self.rngs = [torch.Generator(device=self.device) for _ in range(batch_size)]
+
+    @classmethod
+    def from_checkpoint(cls, directory: str | Path, device: str | torch.device = "cpu", batch_size: int = 1,
+                        **overrides) -> Generator:
+        """Model + tokenizer from a world-model checkpoint folder (its config names the tokenizer folder,
+        relative to the checkpoint folder unless absolute). `overrides` set GeneratorConfig fields."""
+        directory = Path(directory)
+        state, config = load_checkpoint(directory, device="cpu")
+        if config.get("kind") != "world_model":
+            raise ValueError(f"{directory} does not hold a world-model checkpoint (kind={config.get('kind')!r})")
+        model = build_dit(config["model"])
+        model.load_state_dict(state)
+        tokenizer_dir = Path(config["tokenizer"])
+        tokenizer = Tokenizer.load(tokenizer_dir if tokenizer_dir.is_absolute() else directory / tokenizer_dir)
+        known = {f.name for f in fields(GeneratorConfig)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown generator option {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        saved = {k: v for k, v in config.get("generator", {}).items() if k in known}
+        gen_config = GeneratorConfig(**{**saved, "resolution": tuple(config.get("resolution", (64, 64))),
+                                        **overrides})
+        return cls(model, tokenizer, gen_config, batch_size=batch_size, device=device)
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        return self.config.resolution
+
+    # --- slots ---------------------------------------------------------------------------
+
+    def _check_slot(self, slot: int, must_be_active: bool) -> None:
+        if not 0 <= slot < self.batch_size:
+            raise ValueError(f"slot {slot} is outside 0..{self.batch_size - 1}")
+        if must_be_active and not self.active[slot]:
+            raise ValueError(f"slot {slot} was not started (call start() with context frames first)")
+
+    @torch.inference_mode()
+    def start(self, slot: int, frames: np.ndarray, actions: list[Action]) -> None:
+        """Prime `slot` with context frames uint8 [T0, H, W, 3] and the T0 actions that produced them."""
+        self._check_slot(slot, must_be_active=False)
+        H, W = self.resolution
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (H, W, 3) or len(frames) < 1:
+            raise ValueError(f"context frames: expected uint8 [T0 >= 1, {H}, {W}, 3], got {frames.dtype} "
+                             f"{list(frames.shape)}")
+        if len(actions) != len(frames):
+            raise ValueError(f"{len(frames)} context frames but {len(actions)} actions; they must match one to one")
+        self.cache.reset(slot)
+        self.rngs[slot].manual_seed(self.config.seed * 1_000_003 + slot)
+        self.frame_index[slot] = 0
+        with self._precision():
+            latents = self.tokenizer.encode(torch.from_numpy(frames).to(self.device)).float()  # [T0, C, h, w]
+        rows = torch.tensor([slot], device=self.device)
+        # frames older than the window would fall out of the cache anyway
+        for t in range(max(1, len(frames) - self.config.window_frames), len(frames)):
+            self.prev[slot] = latents[t - 1]
+            self._append(rows, latents[t][None, None], [actions[t]])
+        self.prev[slot] = latents[-1]
+        self.active[slot] = True
+
+    def release(self, slot: int) -> None:
+        self._check_slot(slot, must_be_active=False)
+        self.active[slot] = False
+        self.cache.reset(slot)
+
+    # --- one tick --------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def step(self, actions: dict[int, Action]) -> dict[int, np.ndarray]:
+        """One tick for the given slots -> {slot: uint8 [H, W, 3]}."""
+        if not actions:
+            return {}
+        slots = sorted(actions)
+        for slot in slots:
+            self._check_slot(slot, must_be_active=True)
+        rows = torch.tensor(slots, device=self.device)
+        ordered = [actions[s] for s in slots]
+        buttons, camera, prev_in, prev_level = self._inputs(rows, ordered)
+        level = torch.empty_like(prev_level)
+        first = self.frame_index[rows]
+
+        def denoise(x: torch.Tensor, t: float) -> torch.Tensor:
+            return self.model.forward_cached(x, prev_in, level.fill_(t), prev_level, buttons, camera,
+                                             cache=self.cache, rows=rows, first_frame=first, append=False).float()
+
+        with self._precision():
+            x0 = sample(denoise, self._noise(rows), self.config.steps, eta=self.config.eta, shift=self.config.shift,
+                        draw=lambda: self._noise(rows))  # [B, 1, C, h, w]
+            self._append(rows, x0, ordered, inputs=(buttons, camera, prev_in, prev_level))
+            frames = self.tokenizer.decode_frames(x0[:, 0]).cpu().numpy()  # [B, H, W, 3]
+        return {slot: frames[i] for i, slot in enumerate(slots)}
+
+    def _append(self, rows: torch.Tensor, latent: torch.Tensor, actions: list[Action],
+                inputs: tuple[torch.Tensor, ...] | None = None) -> None:
+        """The cache pass: latent [B, 1, C, h, w] at the context noise level; then it becomes `prev`."""
+        buttons, camera, prev_in, prev_level = inputs or self._inputs(rows, actions)
+        with self._precision():
+            noisy = add_noise(latent, prev_level, self._noise(rows))
+            self.model.forward_cached(noisy, prev_in, prev_level, prev_level, buttons, camera, cache=self.cache,
+                                      rows=rows, first_frame=self.frame_index[rows], append=True)
+        self.prev[rows] = latent[:, 0].float()
+        self.frame_index[rows] += 1
+
+    def _inputs(self, rows: torch.Tensor, actions: list[Action]) -> tuple[torch.Tensor, ...]:
+        """Actions and the lightly noised previous latents of the given slots, as model inputs."""
+        hot, bins = encode_many([a.quantized() for a in actions])
+        buttons = torch.from_numpy(hot).to(self.device)[:, None]  # [B, 1, BUTTON_DIM]
+        camera = torch.from_numpy(bins).to(self.device)[:, None]  # [B, 1, 2]
+        prev_level = torch.full((len(rows), 1), self.config.context_noise, device=self.device)  # [B, 1]
+        prev_in = add_noise(self.prev[rows][:, None], prev_level, self._noise(rows))  # [B, 1, C, h, w]
+        return buttons, camera, prev_in, prev_level
+
+    def _noise(self, rows: torch.Tensor) -> torch.Tensor:
+        """Standard normal [B, 1, C, h, w], each slot from its own generator."""
+        return torch.stack([torch.randn((1, *self.latent_shape), generator=self.rngs[int(r)], device=self.device)
+                            for r in rows])
+
+    def _precision(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
+
+    def describe(self) -> dict:
+        return {**asdict(self.config), "batch_size": self.batch_size, "cache_bytes": self.cache.nbytes()}

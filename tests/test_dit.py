@@ -1,0 +1,131 @@
+"""The DiT: shapes, block-causal masking, NaViT packing, the KV-cache path, copy-last init."""
+
+import pytest
+import torch
+
+from simulator.actions import BUTTON_DIM, CAMERA_BINS
+from simulator.models.dit import PRESETS, build_dit
+
+
+def _randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Zero-initialised gates would hide bugs: give every parameter random values."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return model.eval()
+
+
+def _inputs(B: int, T: int, C: int, h: int, w: int, seed: int = 1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"x": torch.randn(B, T, C, h, w, generator=g), "prev": torch.randn(B, T, C, h, w, generator=g),
+            "noise_level": torch.rand(B, T, generator=g), "prev_level": 0.1 * torch.rand(B, T, generator=g),
+            "buttons": (torch.rand(B, T, BUTTON_DIM, generator=g) > 0.7).float(),
+            "camera": torch.randint(0, CAMERA_BINS, (B, T, 2), generator=g)}
+
+
+def _run(model, inp, **kw):
+    return model(inp["x"], inp["prev"], inp["noise_level"], inp["prev_level"], inp["buttons"], inp["camera"], **kw)
+
+
+def test_shapes_and_any_resolution():
+    model = _randomise(build_dit("tiny"))
+    for h, w in [(8, 8), (4, 12), (6, 10)]:
+        out = _run(model, _inputs(2, 3, 4, h, w))
+        assert out.shape == (2, 3, 4, h, w)
+        assert torch.isfinite(out).all()
+
+
+def test_rejects_bad_latents():
+    model = build_dit("tiny")
+    with pytest.raises(ValueError, match="patch 2"):
+        _run(model, _inputs(1, 2, 4, 7, 8))
+    with pytest.raises(ValueError, match="4 channels"):
+        _run(model, _inputs(1, 2, 3, 8, 8))
+
+
+def test_fresh_model_is_copy_last_frame():
+    model = build_dit("tiny").eval()
+    inp = _inputs(2, 3, 4, 8, 8)
+    assert torch.equal(_run(model, inp), inp["prev"])
+
+
+@pytest.mark.parametrize("chunk", [1, 2])
+def test_later_frames_do_not_change_earlier_outputs(chunk):
+    model = _randomise(build_dit("tiny", chunk_frames=chunk))
+    inp = _inputs(1, 6, 4, 8, 8)
+    base = _run(model, inp)
+    changed = {k: v.clone() for k, v in inp.items()}
+    changed["x"][:, 4:] += 3.0  # frames 4, 5: chunk 2 (k=2) or frames 4, 5 (k=1)
+    changed["buttons"][:, 4:] = 1.0
+    changed["noise_level"][:, 4:] = 0.9
+    out = _run(model, changed)
+    torch.testing.assert_close(out[:, :4], base[:, :4], rtol=0, atol=1e-5)
+    assert (out[:, 4:] - base[:, 4:]).abs().max() > 1e-2  # and the later frames do react
+    if chunk == 2:  # within a chunk attention is bidirectional: frame 4 depends on frame 5
+        only_last = {k: v.clone() for k, v in inp.items()}
+        only_last["x"][:, 5] += 3.0
+        assert (_run(model, only_last)[:, 4] - base[:, 4]).abs().max() > 1e-3
+
+
+def test_action_changes_its_own_frame():
+    model = _randomise(build_dit("tiny"))
+    inp = _inputs(1, 3, 4, 8, 8)
+    base = _run(model, inp)
+    turned = {k: v.clone() for k, v in inp.items()}
+    turned["camera"][:, 1, 0] = (turned["camera"][:, 1, 0] + 5) % CAMERA_BINS
+    out = _run(model, turned)
+    torch.testing.assert_close(out[:, 0], base[:, 0], rtol=0, atol=1e-5)
+    assert (out[:, 1] - base[:, 1]).abs().max() > 1e-2
+
+
+def test_packed_batch_equals_clips_one_by_one():
+    model = _randomise(build_dit("tiny"))
+    sizes = [(3, 8, 8), (2, 4, 12), (4, 6, 6)]  # (T, h, w): different resolutions and aspect ratios
+    clips = []
+    for i, (T, h, w) in enumerate(sizes):
+        inp = _inputs(1, T, 4, h, w, seed=10 + i)
+        clips.append({k: v[0] for k, v in inp.items()})
+    packed = model.forward_packed(clips)
+    for clip, out in zip(clips, packed):
+        alone = _run(model, {k: v[None] for k, v in clip.items()})[0]
+        torch.testing.assert_close(out, alone, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("window", [3, 8])
+def test_cached_chunks_equal_uncached_window(window):
+    """Feeding frames one at a time through the ring-buffer cache (wrapping around when T > window)
+    equals one block-causal pass whose window is the cache plus the current frame."""
+    model = _randomise(build_dit("tiny"))
+    B, T, h, w = 2, 7, 4, 6
+    inp = _inputs(B, T, 4, h, w)
+    full = _run(model, inp, window_frames=window + 1)
+    cache = model.new_cache(B, window, (h // 2) * (w // 2), "cpu")
+    rows = torch.arange(B)
+    outs = []
+    for t in range(T):
+        step = {k: v[:, t:t + 1] for k, v in inp.items()}
+        outs.append(model.forward_cached(step["x"], step["prev"], step["noise_level"], step["prev_level"],
+                                         step["buttons"], step["camera"], cache=cache, rows=rows,
+                                         first_frame=torch.full((B,), t), append=True))
+    torch.testing.assert_close(torch.cat(outs, dim=1), full, rtol=1e-4, atol=1e-4)
+    assert int(cache.length.max()) == min(T, window) * cache.frame_tokens
+
+
+def test_cache_pass_without_append_leaves_cache_alone():
+    model = _randomise(build_dit("tiny"))
+    cache = model.new_cache(1, 4, 16, "cpu")
+    inp = _inputs(1, 1, 4, 8, 8)
+    args = (inp["x"], inp["prev"], inp["noise_level"], inp["prev_level"], inp["buttons"], inp["camera"])
+    model.forward_cached(*args, cache=cache, rows=torch.tensor([0]), first_frame=torch.tensor([0]), append=True)
+    k, length = cache.k.clone(), cache.length.clone()
+    model.forward_cached(*args, cache=cache, rows=torch.tensor([0]), first_frame=torch.tensor([1]), append=False)
+    assert torch.equal(cache.k, k) and torch.equal(cache.length, length)
+
+
+def test_presets_table():
+    assert set(PRESETS) >= {"tiny", "cpu", "gpu"}
+    n = sum(p.numel() for p in build_dit("cpu").parameters())
+    assert 5e6 < n < 20e6, f"cpu preset has {n / 1e6:.1f} M parameters, meant to be ~10 M"
+    with pytest.raises(ValueError, match="unknown DiT preset"):
+        build_dit("huge")
