@@ -32,4 +32,8 @@ def sdpa_cached(q: Tensor, k_new: Tensor, v_new: Tensor, k_cache: Tensor, v_cach
     values = torch.cat([v_cache, v_new], dim=2)
     valid = torch.cat([ring_valid(start, length, S),
                        torch.ones(B, Lc, dtype=torch.bool, device=q.device)], dim=1)  # [B, S + Lc]
+    # stale or never-written slots may hold NaN/inf, which a mask alone lets through (0 * NaN)
+    invalid = ~valid[:, None, :, None]  # [B, 1, S + Lc, 1]
+    keys.masked_fill_(invalid, 0.0)
+    values.masked_fill_(invalid, 0.0)
     return F.scaled_dot_product_attention(q, keys, values, attn_mask=valid[:, None, None, :])
