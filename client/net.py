@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,8 @@ class Client:
         self._latest: ReceivedFrame | None = None
         self._cond = threading.Condition()
         self._closed = False
+        # called from the receiving thread with every frame, skipped or not (e.g. a recorder)
+        self.on_frame: Callable[[ReceivedFrame], None] | None = None
         self._thread = threading.Thread(target=self._receive, name="patchworld-client", daemon=True)
         self._thread.start()
 
@@ -139,6 +142,8 @@ class Client:
                 self._latest = ReceivedFrame(frame, image, now, answered)
                 self.frames_received += 1
                 self._cond.notify_all()
+            if self.on_frame is not None:
+                self.on_frame(ReceivedFrame(frame, image, now))
         elif kind == "error":
             self.errors.append(message)
             log.warning("server error %s: %s", message.get("code"), message.get("message"))

@@ -12,6 +12,7 @@ A backend is not thread-safe: the server calls it from one worker thread only.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,8 +102,15 @@ class EngineBackend(Backend):
 
     name = "engine"
 
-    def __init__(self, resolution: tuple[int, int] = (64, 64), max_sessions: int = 16) -> None:
-        self.resolution, self.max_sessions = resolution, max_sessions
+    def __init__(self, resolution: tuple[int, int] = (64, 64), max_sessions: int = 16,
+                 world_config: Any = None) -> None:
+        """`world_config`: a simulator.world.engine.WorldConfig (default: the engine's default);
+        its width and height are replaced by `resolution`."""
+        from simulator.world.engine import WorldConfig
+
+        height, width = resolution
+        self.world_config = dataclasses.replace(world_config or WorldConfig(), width=width, height=height)
+        self.resolution, self.max_sessions = (height, width), max_sessions
         self._worlds: dict[int, Any] = {}
         self._frames: dict[int, np.ndarray] = {}
 
@@ -116,7 +124,7 @@ class EngineBackend(Backend):
         self._start(slot, start)
 
     def _start(self, slot: int, start: StartCondition) -> None:
-        from simulator.world.engine import World, WorldConfig
+        from simulator.world.engine import World
 
         if start.image is not None:
             raise ValueError("the engine backend starts from a seed or an engine recording, not an image "
@@ -132,8 +140,7 @@ class EngineBackend(Backend):
                 raise ValueError(f"recording {start.recording} is {meta['resolution']}, backend is "
                                  f"{list(self.resolution)}")
             seed = int(meta["seed"])
-        height, width = self.resolution
-        world = World(seed, WorldConfig(width=width, height=height))
+        world = World(seed, self.world_config)
         frame = world.reset()
         for action in actions[1:]:  # actions[0] is the reset frame's NOOP
             frame = world.step(action)

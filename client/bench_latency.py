@@ -1,0 +1,108 @@
+"""`patchworld bench latency`: action-to-displayed-frame latency through a real client on loopback.
+
+Starts a local server (the model, or the engine with --engine), connects the real websocket
+client, and shows frames in a pygame window (SDL's dummy driver when there is no display). At
+random moments (not aligned to the server's ticks, as a human's key presses are not) it sends a
+changed action; the latency of that action is the time from sending it to the moment the first
+frame answering it has been decoded and flipped onto the window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+
+import numpy as np
+
+from client.net import Client
+from client.window import FrameWindow, WindowConfig
+from simulator.actions import Action
+from simulator.benchlog import markdown_table, record
+from simulator.serve import protocol as P
+
+TARGET_MEDIAN_MS, TARGET_P99_MS = 80.0, 200.0
+
+
+def measure(url: str, actions: int, mean_gap_s: float, fmt: str, seed: int = 0) -> list[float]:
+    """Latencies (ms) of `actions` actions sent at random moments through a displaying client."""
+    import pygame
+
+    rng = random.Random(seed)
+    client = Client(url, start=P.Start(seed=seed), fmt=fmt)
+    window = FrameWindow("patchworld latency", (client.welcome["height"], client.welcome["width"]),
+                         WindowConfig(scale=4))
+    latencies: list[float] = []
+    waiting: dict[int, float] = {}  # seq -> sent at
+    next_send = time.monotonic() + 0.5
+    sent = 0
+    try:
+        while len(latencies) < actions and client.connected:
+            pygame.event.pump()
+            now = time.monotonic()
+            if now >= next_send and sent < actions:
+                action = Action(forward=sent % 2 == 0, yaw=4.0 * (sent % 3 - 1))
+                waiting[client.send_action(action)] = time.monotonic()
+                sent += 1
+                next_send = now + rng.expovariate(1.0 / mean_gap_s)
+            got = client.wait_frame(timeout_s=0.002)
+            if got is None:
+                continue
+            window.show(got.image, [])
+            shown = time.monotonic()
+            for seq in [s for s in waiting if s <= got.frame.seq]:
+                latencies.append((shown - waiting.pop(seq)) * 1000.0)
+    finally:
+        window.close()
+        client.close()
+    return latencies
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from simulator.serve.cli import add_backend_arguments
+
+    add_backend_arguments(parser)
+    parser.add_argument("--url", help="measure against this server instead of starting a local one")
+    parser.add_argument("--actions", type=int, default=200, help="actions to time")
+    parser.add_argument("--gap", type=float, default=0.15, help="mean seconds between actions (exponential)")
+    parser.add_argument("--format", choices=P.FORMATS, default=P.DEFAULT_FORMAT)
+    parser.add_argument("--note", default="", help="appended to the recorded notes (e.g. 'machine shared')")
+    parser.add_argument("--no-record", action="store_true", help="print only; do not append to docs/benchmarks.md")
+
+
+def main(args: argparse.Namespace) -> int:
+    from simulator.serve.cli import make_backend
+    from simulator.serve.server import ServerConfig, ServerThread
+
+    if not os.environ.get("DISPLAY"):
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # headless: the display path still runs
+    server, url, what = None, args.url, f"remote server {args.url}"
+    if url is None:
+        backend = make_backend(args)
+        if backend is None:
+            return 1
+        server = ServerThread(backend, ServerConfig(port=0)).start()
+        url = server.url
+        what = ("engine backend (ground-truth engine, not the model)" if backend.name == "engine"
+                else f"dream backend, checkpoint {backend.checkpoint}") + f", {backend.resolution[0]}x" \
+                                                                           f"{backend.resolution[1]}, loopback"
+    try:
+        latencies = np.array(measure(url, args.actions, args.gap, args.format))
+    finally:
+        if server is not None:
+            server.stop()
+    median, p99 = float(np.median(latencies)), float(np.percentile(latencies, 99))
+    table = markdown_table(["actions", "median ms", "p90 ms", "p99 ms", "max ms", "targets (median / p99)", "met"],
+                           [[len(latencies), median, float(np.percentile(latencies, 90)), p99,
+                             float(latencies.max()), f"{TARGET_MEDIAN_MS:.0f} / {TARGET_P99_MS:.0f} ms",
+                             "yes" if median <= TARGET_MEDIAN_MS and p99 <= TARGET_P99_MS else "no"]])
+    notes = (f"{what}; {args.format} frames; actions at random moments (mean gap {args.gap} s); latency = "
+             f"send -> first answering frame decoded and flipped to a pygame window "
+             f"(SDL driver {os.environ.get('SDL_VIDEODRIVER') or 'default'}). The server ticks at 20 Hz, so an "
+             f"action waits 25 ms on average for its tick. " + args.note).strip()
+    if args.no_record:
+        print(table + "\n\n" + notes)
+    else:
+        record("Latency: action to displayed frame", table, notes=notes)
+    return 0

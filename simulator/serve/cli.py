@@ -1,0 +1,92 @@
+"""`patchworld serve`: run the websocket server (the dreamed world, or the real engine with --engine).
+
+Also the backend options shared by `patchworld play`, `rollout` and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+from pathlib import Path
+
+from simulator.rollout.backend import DREAM_PRESETS, Backend, DreamBackend, EngineBackend
+
+DEFAULT_CHECKPOINT = Path("checkpoints/world")
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """"64x64" (height x width) -> (64, 64)."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"resolution {text!r}: expected HEIGHTxWIDTH, e.g. 64x64") from None
+    if height < 2 or width < 2 or height % 2 or width % 2:
+        raise argparse.ArgumentTypeError(f"resolution {text!r}: sides must be even and at least 2")
+    return height, width
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
+                        help=f"world-model checkpoint folder (default {DEFAULT_CHECKPOINT})")
+    parser.add_argument("--engine", action="store_true", help="run the real voxel engine instead of the model")
+    parser.add_argument("--resolution", type=parse_resolution, default=(64, 64),
+                        help="engine resolution HEIGHTxWIDTH (the model's comes from its checkpoint)")
+    parser.add_argument("--max-sessions", type=int, help="session slots (dream: the batch stepped together)")
+    parser.add_argument("--device", default="cpu", help="torch device for the model (cpu, cuda)")
+    parser.add_argument("--sample-seed", type=int, help="seed of the model's sampling noise")
+    parser.add_argument("--steps", type=int, help="denoising steps per frame (default: the checkpoint's)")
+
+
+def make_backend(args: argparse.Namespace) -> Backend | None:
+    """The backend the options ask for; None (after printing why) when the checkpoint is missing."""
+    if args.engine:
+        return EngineBackend(resolution=args.resolution, max_sessions=args.max_sessions or 16)
+    if not (args.checkpoint / "config.json").is_file():
+        print(f"no world-model checkpoint in {args.checkpoint} (expected {args.checkpoint / 'config.json'} and "
+              f"model.safetensors).\nTrain one with `patchworld train`, pass --checkpoint DIR, or play the real "
+              f"engine through the same server with --engine.")
+        return None
+    preset = DREAM_PRESETS["gpu" if args.device.startswith("cuda") else "cpu"]
+    config = dataclasses.replace(preset, device=args.device, max_sessions=args.max_sessions or preset.max_sessions)
+    overrides = {k: v for k, v in (("seed", args.sample_seed), ("steps", args.steps)) if v is not None}
+    return DreamBackend.from_checkpoint(args.checkpoint, config, **overrides)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from simulator.serve.server import ServerConfig
+
+    add_backend_arguments(parser)
+    parser.add_argument("--host", default=ServerConfig.host, help="interface to bind (default: localhost only)")
+    parser.add_argument("--port", type=int, default=ServerConfig.port)
+    parser.add_argument("--record-dir", type=Path, help="record every session (VPT format) under this folder")
+    parser.add_argument("--default-seed", type=int, default=ServerConfig.default_seed,
+                        help="world seed for players whose hello names no start")
+
+
+def main(args: argparse.Namespace) -> int:
+    from simulator.serve.server import Server, ServerConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    backend = make_backend(args)
+    if backend is None:
+        return 1
+    config = ServerConfig(host=args.host, port=args.port, record_dir=args.record_dir,
+                          default_seed=args.default_seed)
+
+    async def run() -> None:
+        server = Server(backend, config)
+        await server.start()
+        print(f"patchworld serving the {backend.name} backend at ws://{config.host}:{server.port} "
+              f"({backend.resolution[0]}x{backend.resolution[1]}, {backend.max_sessions} session slots)")
+        try:
+            await asyncio.Future()  # until interrupted
+        finally:
+            await server.stop()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    return 0
