@@ -16,7 +16,7 @@ import numpy as np
 from simulator.actions import Action
 from simulator.world import blocks as B
 from simulator.world.physics import PhysicsConfig, Player, box_cells, step_player
-from simulator.world.raycast import pick, render
+from simulator.world.raycast import pick, render_parallel, render_serial
 from simulator.world.terrain import BIOMES, CHUNK, OCEAN, SNOWY_MOUNTAINS, WORLD_HEIGHT, column
 from simulator.world.voxels import VoxelStore
 
@@ -36,6 +36,7 @@ class WorldConfig:
     view_radius_chunks: int = 4  # chunks kept dense around the player; must cover render_distance
     reach: float = 4.5  # blocks from the eye within which attack/use act
     action_repeat_ticks: int = 4  # holding attack/use repeats it every this many ticks
+    threads: str = "auto"  # render rows on numba's threads: "auto" (frames >= 128x128), "on" or "off"
     physics: PhysicsConfig = field(default_factory=PhysicsConfig)
 
     def __post_init__(self) -> None:
@@ -43,6 +44,8 @@ class WorldConfig:
             raise ValueError(f"resolution {self.width}x{self.height}: both sides must be >= 1 pixel")
         if not 1.0 <= self.fov_deg <= 170.0:
             raise ValueError(f"fov {self.fov_deg} degrees: must be in 1..170")
+        if self.threads not in ("auto", "on", "off"):
+            raise ValueError(f"threads={self.threads!r}: expected 'auto', 'on' or 'off'")
         if self.render_distance > self.view_radius_chunks * CHUNK:
             raise ValueError(f"render distance {self.render_distance} blocks exceeds the loaded view "
                              f"({self.view_radius_chunks} chunks = {self.view_radius_chunks * CHUNK} blocks)")
@@ -53,6 +56,8 @@ WORLD_PRESETS: dict[str, WorldConfig] = {
     "cpu": WorldConfig(),  # training data for the CPU model, 64x64
     "hd": WorldConfig(width=256, height=256),  # the window, GPU models
 }
+
+_PARALLEL_MIN_PIXELS = 128 * 128  # below this, one thread renders faster than two on a shared box
 
 # blocks a caption can name: solid ones and water
 _VISIBLE = B.SOLID.copy()
@@ -123,14 +128,19 @@ class World:
         eye = self.player.eye(self.config.physics)
         return eye[0] - self.store.origin[0], eye[1], eye[2] - self.store.origin[1]
 
-    def render(self) -> np.ndarray:
-        """The frame seen by the player: uint8 [height, width, 3], no HUD."""
+    def render(self, reference: bool = False) -> np.ndarray:
+        """The frame seen by the player: uint8 [height, width, 3], no HUD. `reference=True` uses the
+        plain DDA (slow; tests compare it with the fast path)."""
         c = self.config
         self.store.follow(self.player.position[0], self.player.position[2])
         ex, ey, ez = self._eye_in_view()
-        return render(self.store.view, self.store.top, ex, ey, ez, float(self.player.yaw), float(self.player.pitch),
-                      c.width, c.height, c.fov_deg, c.render_distance, c.fog_start * c.render_distance,
-                      B.texture_atlas())
+        s = self.store
+        out = np.empty((c.height, c.width, 3), np.uint8)
+        parallel = c.threads == "on" or (c.threads == "auto" and c.width * c.height >= _PARALLEL_MIN_PIXELS)
+        draw = render_parallel if parallel else render_serial
+        draw(out, s.view, s.top, s.heights, s.macro, ex, ey, ez, float(self.player.yaw), float(self.player.pitch),
+             c.fov_deg, c.render_distance, c.fog_start * c.render_distance, B.texture_atlas(), reference)
+        return out
 
     def _pick(self, reach: float, mask: np.ndarray) -> tuple[bool, tuple[int, int, int], tuple[int, int, int]]:
         self.store.follow(self.player.position[0], self.player.position[2])

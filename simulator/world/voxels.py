@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from simulator.world import blocks as B
+from simulator.world.raycast import MACRO
 from simulator.world.terrain import CHUNK, WORLD_HEIGHT, generate_chunk
 
 
@@ -28,6 +29,9 @@ class VoxelStore:
         self.center: tuple[int, int] | None = None
         self.origin = (0, 0)  # world (x, z) of view[0, :, 0]
         self.top = 0  # highest y of any non-air block in the view (rays above it going up see sky)
+        # for empty-space skipping: 1 + highest non-air y per column [X, Z], and its max per MACRO^2 group
+        self.heights = np.zeros((side, side), np.int64)
+        self.macro = np.zeros((side // MACRO, side // MACRO), np.int64)
 
     def chunk(self, cx: int, cz: int) -> np.ndarray:
         key = (cx, cz)
@@ -54,6 +58,10 @@ class VoxelStore:
             self.view[vx, y, vz] = block
             if block != B.AIR:
                 self.top = max(self.top, y)
+            filled = np.flatnonzero(self.view[vx, :, vz])
+            self.heights[vx, vz] = filled[-1] + 1 if filled.size else 0
+            mx, mz = vx // MACRO, vz // MACRO
+            self.macro[mx, mz] = self.heights[mx * MACRO:(mx + 1) * MACRO, mz * MACRO:(mz + 1) * MACRO].max()
 
     def follow(self, x: float, z: float) -> None:
         """Make sure the view covers the chunks around world (x, z); rebuild it if the chunk changed."""
@@ -69,6 +77,10 @@ class VoxelStore:
                 self.view[i * CHUNK:(i + 1) * CHUNK, :, j * CHUNK:(j + 1) * CHUNK] = chunk
         filled = np.flatnonzero(self.view.any(axis=(0, 2)))  # y levels holding any block
         self.top = int(filled[-1]) if filled.size else 0
+        occupied = self.view != B.AIR  # [X, H, Z]
+        self.heights[:] = np.where(occupied.any(axis=1), WORLD_HEIGHT - np.argmax(occupied[:, ::-1, :], axis=1), 0)
+        side = self.heights.shape[0]
+        self.macro[:] = self.heights.reshape(side // MACRO, MACRO, side // MACRO, MACRO).max(axis=(1, 3))  # [X/M, Z/M]
         self._forget_far(center)
 
     def _forget_far(self, center: tuple[int, int]) -> None:
