@@ -7,12 +7,12 @@ from simulator import actions as A
 from simulator.data import collect as C
 from simulator.data.shards import list_shards, read_shard
 
-engine = pytest.importorskip("simulator.world.engine")
+from simulator.world import engine
 
 
 def small_config(**overrides) -> C.CollectConfig:
     settings = dict(episodes=5, steps=6, resolution=(16, 24), seed=11, world_seeds=(11, 12),
-                    episodes_per_shard=2, walk_away=(3, 8), engine_version=engine.ENGINE_VERSION)
+                    episodes_per_shard=2, start_radius=60.0, engine_version=engine.ENGINE_VERSION)
     return C.CollectConfig(**{**settings, **overrides})
 
 
@@ -35,10 +35,7 @@ def test_collect_writes_aligned_episodes_with_metadata(tmp_path):
     e = eps[1]
     world = engine.World(e.seed, engine.WorldConfig(width=24, height=16))
     world.reset()
-    policy = C.ExplorerPolicy(e.extra["policy_seed"], C.POLICY_PRESETS[e.extra["policy"]])
-    for _ in range(e.extra["walk_ticks"]):
-        world.step(policy.act(world))
-    np.testing.assert_array_equal(world.render(), e.frames[0])
+    np.testing.assert_array_equal(C.place_player(world, e.extra["start_pose"]), e.frames[0])
     for t in range(1, 6):
         np.testing.assert_array_equal(world.step(e.actions[t]), e.frames[t])
     assert json.loads((tmp_path / C.MANIFEST).read_text())["world_seeds"] == [11, 12]

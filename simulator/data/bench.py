@@ -1,7 +1,7 @@
 """`patchworld bench collect`: collection frames/s, the shard format's size and speed, loader clips/s.
 
 Three tables, appended to docs/benchmarks.md:
-  1. collection: recorded frames/s (and engine ticks/s, walk-away ticks included) per worker count;
+  1. collection: recorded frames/s per worker count (world creation and start placement included);
   2. shard format: np.savez against np.savez_compressed on the frames just collected;
   3. loader: ClipDataset clips/s over those shards.
 """
@@ -18,13 +18,12 @@ import numpy as np
 
 from simulator.benchlog import markdown_table, record
 from simulator.data.collect import CollectConfig, collect, parse_resolution
+from simulator.world.engine import ENGINE_VERSION
 from simulator.data.shards import list_shards, read_shard
 
 
 def bench_collection(resolution: tuple[int, int], episodes: int, steps: int, workers: list[int],
                      tmp: Path) -> tuple[list[list[object]], Path]:
-    from simulator.world.engine import ENGINE_VERSION
-
     rows, last = [], tmp
     for w in workers:
         config = CollectConfig(episodes=episodes, steps=steps, resolution=resolution, seed=12345,
@@ -35,8 +34,7 @@ def bench_collection(resolution: tuple[int, int], episodes: int, steps: int, wor
         start = time.perf_counter()
         collect(config, out, workers=w, progress=False)
         seconds = time.perf_counter() - start
-        ticks = sum(e.extra["walk_ticks"] + steps for p in list_shards(out) for e in read_shard(p))
-        rows.append([w, episodes * steps, seconds, episodes * steps / seconds, ticks / seconds])
+        rows.append([w, episodes, episodes * steps, seconds, episodes * steps / seconds])
         last = out
     return rows, last
 
@@ -85,7 +83,7 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         rows, shard_dir = bench_collection(args.resolution, args.episodes, args.steps, args.workers, Path(tmp))
         record(f"Data collection, {H}x{W}", markdown_table(
-            ["workers", "frames", "seconds", "recorded frames/s", "engine ticks/s (incl. walk-away)"], rows),
+            ["workers", "episodes", "frames", "seconds", "frames/s"], rows),
             notes=f"{args.episodes} episodes x {args.steps} frames, human policy, one episode per shard. "
                   + args.notes)
         record(f"Shard format, {H}x{W} frames", markdown_table(

@@ -2,7 +2,9 @@
 
 Seeding (docs/data.md): episode i of a run plays world `world_seeds[i % len(world_seeds)]`
 (by default `seed, seed + 1, ..., seed + worlds - 1`) with its own generator
-`SeedSequence([seed, i])` for the start point and the policy. So an episode depends only on
+`SeedSequence([seed, i])` for the start point and the policy. A share of episodes starts at
+the world's spawn point, the rest at a random land point up to `start_radius` blocks away,
+with a random yaw and pitch; the start pose is recorded (`place_player` reproduces it). So an episode depends only on
 the run's settings and its index: shards can be made in any order, by any number of
 workers, and a resumed run writes exactly what an uninterrupted one would have.
 
@@ -26,8 +28,12 @@ from tqdm import tqdm
 from simulator.actions import NOOP
 from simulator.data.policy import POLICY_PRESETS, ExplorerPolicy
 from simulator.data.shards import Episode, ShardError, ShardReader, write_shard
+from simulator.world.engine import ENGINE_VERSION, World, WorldConfig
+from simulator.world.terrain import WORLD_HEIGHT
 
 MANIFEST = "collect.json"
+_START_TRIES = 20  # random start points tried before settling for a tree top
+_NOT_GROUND = ("leaves", "log")  # tree tops: not a place to start
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,7 @@ class CollectConfig:
     episodes_per_shard: int = 16
     policy: str = "human"  # a key of POLICY_PRESETS
     spawn_share: float = 0.25  # share of episodes that start at the spawn point...
-    walk_away: tuple[int, int] = (40, 400)  # ...the rest first walk (unrecorded) this many ticks
+    start_radius: float = 300.0  # ...the rest at a random land point this far (at most) from it
     engine_version: str = field(default="", compare=False)  # filled in from the engine
 
     def __post_init__(self) -> None:
@@ -63,39 +69,61 @@ class CollectConfig:
         return range(shard * self.episodes_per_shard, min(self.episodes, (shard + 1) * self.episodes_per_shard))
 
     def to_json(self) -> dict:
-        return {**asdict(self), "resolution": list(self.resolution), "world_seeds": list(self.worlds),
-                "walk_away": list(self.walk_away)}
+        return {**asdict(self), "resolution": list(self.resolution), "world_seeds": list(self.worlds)}
 
 
 def shard_path(out: Path, shard: int) -> Path:
     return out / f"shard_{shard:05d}.npz"
 
 
+def random_start(world: World, rng: np.random.Generator, radius: float) -> dict:
+    """A random standing pose on the surface within `radius` blocks of the spawn point (not on a tree)."""
+    sx, _, sz = world.spawn
+    for _ in range(_START_TRIES):
+        r, angle = float(rng.uniform(8.0, radius)), float(rng.uniform(0.0, 2 * np.pi))
+        x, z = int(np.floor(sx + r * np.cos(angle))), int(np.floor(sz + r * np.sin(angle)))
+        top = next(y for y in range(WORLD_HEIGHT - 1, -2, -1) if y < 0 or world.block(x, y, z) != "air")
+        if world.block(x, top, z) not in _NOT_GROUND:
+            break
+    return {"position": [x + 0.5, float(top + 1), z + 0.5], "yaw": float(rng.uniform(0.0, 360.0)),
+            "pitch": float(rng.uniform(-25.0, 15.0))}
+
+
+def place_player(world: World, pose: dict) -> np.ndarray:
+    """Put the player at a recorded start pose (after `reset()`); returns the frame there.
+
+    Replaying an episode: `World(seed, config)`, `reset()`, `place_player(world, meta["start_pose"])`
+    gives frames[0]; then `step(actions[t])` gives frames[t].
+    """
+    world.player.position = np.array(pose["position"], np.float64)
+    world.player.yaw, world.player.pitch = float(pose["yaw"]), float(pose["pitch"])
+    return world.render()
+
+
 def play_episode(config: CollectConfig, index: int) -> Episode:
     """Episode `index` of the run: deterministic given the config and the index."""
-    from simulator.world.engine import ENGINE_VERSION, World, WorldConfig
-
     world_seed = config.worlds[index % len(config.worlds)]
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, index]))
     H, W = config.resolution
     world = World(world_seed, WorldConfig(width=W, height=H))
+    world.reset()
     policy_seed = int(rng.integers(2**63))
     policy = ExplorerPolicy(policy_seed, POLICY_PRESETS[config.policy])
-    frame = world.reset()
-    walk = 0 if rng.random() < config.spawn_share else int(rng.integers(config.walk_away[0], config.walk_away[1] + 1))
-    for _ in range(walk):  # walk away from the spawn point; these ticks are not recorded
-        frame = world.step(policy.act(world))
-    biome, caption = world.biome(), world.caption()
+    at_spawn = rng.random() < config.spawn_share
+    pose = {"position": [float(v) for v in world.spawn], "yaw": 0.0, "pitch": 0.0} if at_spawn \
+        else random_start(world, rng, config.start_radius)
     frames = np.empty((config.steps, H, W, 3), np.uint8)
-    frames[0] = frame
+    frames[0] = place_player(world, pose)
+    biome, caption = world.biome(), world.caption()
     actions = [NOOP]
     for t in range(1, config.steps):
         action = policy.act(world)
         frames[t] = world.step(action)
         actions.append(action)
     return Episode(frames, actions, seed=world_seed, biome=biome, engine_version=ENGINE_VERSION, caption=caption,
-                   extra={"episode": index, "start": "walk" if walk else "spawn", "walk_ticks": walk,
-                          "policy": config.policy, "policy_seed": policy_seed, "end_biome": world.biome()})
+                   extra={"episode": index, "start": "spawn" if at_spawn else "random", "start_pose": pose,
+                          "policy": config.policy, "policy_seed": policy_seed, "end_biome": world.biome(),
+                          "end_caption": world.caption()})
 
 
 def make_shard(config: CollectConfig, out: Path, shard: int) -> int:
@@ -207,15 +235,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes-per-shard", type=int, default=16)
     parser.add_argument("--policy", choices=sorted(POLICY_PRESETS), default="human")
     parser.add_argument("--spawn-share", type=float, default=0.25, help="share of episodes starting at spawn")
+    parser.add_argument("--start-radius", type=float, default=300.0,
+                        help="other episodes start at a random land point up to this many blocks from spawn")
 
 
 def config_from_args(args: argparse.Namespace) -> CollectConfig:
-    from simulator.world.engine import ENGINE_VERSION
-
     worlds = args.world_seeds or tuple(range(args.seed, args.seed + args.worlds))
     return CollectConfig(episodes=args.episodes, steps=args.steps, resolution=args.resolution, seed=args.seed,
                          world_seeds=worlds, episodes_per_shard=args.episodes_per_shard, policy=args.policy,
-                         spawn_share=args.spawn_share, engine_version=ENGINE_VERSION)
+                         spawn_share=args.spawn_share, start_radius=args.start_radius,
+                         engine_version=ENGINE_VERSION)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -152,12 +152,13 @@ class ExplorerPolicy:
 
     # --- reflexes ----------------------------------------------------------------------
     def _ahead(self, world: WorldLike) -> tuple[bool, bool]:
-        """(a block at feet level ahead, a block at head level ahead) in the walking direction."""
+        """(a block at feet level ahead, too high to jump onto) in the walking direction."""
         x, y, z = world.player.position
         dx, dz = facing(world.player.yaw)
         d = self.config.probe_distance
         bx, by, bz = math.floor(x + dx * d), math.floor(y + 0.01), math.floor(z + dz * d)
-        return world.is_solid(bx, by, bz), world.is_solid(bx, by + 1, bz)
+        # a 1.8-block player stepping up one block needs the two cells above the step free
+        return world.is_solid(bx, by, bz), world.is_solid(bx, by + 1, bz) or world.is_solid(bx, by + 2, bz)
 
     def _stuck(self, world: WorldLike) -> bool:
         x, _, z = world.player.position
