@@ -2,7 +2,8 @@
 
 Each episode is the world of one seed played by the data team's exploration policy
 (`simulator.data.policy.ExplorerPolicy`), whose generator is seeded from the world seed, so an
-evaluation seed always means the same frames and actions.
+evaluation seed always means the same frames and actions. The first `warmup` ticks are played
+and dropped: a player standing still at spawn would flatter every copy-last figure.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ POLICY_SEED_OFFSET = 77_000_000  # policy generator seed = world seed + this (no
 
 @dataclass
 class EvalEpisode:
-    frames: np.ndarray  # uint8 [T, H, W, 3]; frames[0] is the reset frame
-    actions: list[Action]  # T actions; actions[t] produced frames[t]; actions[0] is NOOP
+    frames: np.ndarray  # uint8 [T, H, W, 3]
+    actions: list[Action]  # T actions; actions[t] produced frames[t] from the frame before it
     seed: int  # world seed
 
 
@@ -51,10 +52,10 @@ def play_policy(world, seed: int, ticks: int, policy_preset: str = "human") -> t
 
 
 def engine_episodes(seeds: list[int], frames: int, resolution: tuple[int, int], policy_preset: str = "human",
-                    progress: bool = True, desc: str = "engine episodes") -> list[EvalEpisode]:
-    """One policy episode of `frames` frames per seed."""
+                    warmup: int = 0, progress: bool = True, desc: str = "engine episodes") -> list[EvalEpisode]:
+    """One policy episode of `frames` frames per seed, after `warmup` ticks of play that are dropped."""
     out = []
     for seed in tqdm(seeds, desc=desc, disable=not progress):
-        f, a = play_policy(make_world(seed, resolution), seed, frames, policy_preset)
-        out.append(EvalEpisode(f, a, seed))
+        f, a = play_policy(make_world(seed, resolution), seed, warmup + frames, policy_preset)
+        out.append(EvalEpisode(f[warmup:], a[warmup:], seed))
     return out

@@ -32,7 +32,7 @@ _BUTTON_INDEX = [BUTTONS.index(b) for b in IDM_BUTTONS]  # columns of the multi-
 @dataclass
 class IdmConfig:
     resolution: int = 64  # frames are resized to resolution x resolution before the network
-    channels: tuple[int, ...] = (32, 64, 96, 128)  # one stride-2 conv block per entry
+    channels: tuple[int, ...] = (16, 32, 64, 128)  # one stride-2 conv block per entry (~12 M MACs per pair)
     feature_dim: int = 128  # width of the embedding used for the Frechet distance
     dropout: float = 0.1
 
@@ -105,16 +105,17 @@ def predict(model: InverseDynamics, frames: np.ndarray, batch_size: int = 256) -
     """Predicted action for every transition of a clip uint8 [T, H, W, 3]: arrays of length T-1
     ("yaw", "pitch" bin indices, "buttons" bool [T-1, len(IDM_BUTTONS)]) and "features" [T-1, D]."""
     model.eval()
-    frames_t = torch.as_tensor(np.ascontiguousarray(frames))
+    device = next(model.parameters()).device
+    frames_t = torch.as_tensor(np.ascontiguousarray(frames)).to(device)
     out: dict[str, list[np.ndarray]] = {"yaw": [], "pitch": [], "buttons": [], "features": []}
     for i in range(1, len(frames_t), batch_size):
         prev, cur = frames_t[i - 1:i - 1 + batch_size], frames_t[i:i + batch_size]
         prev = prev[:len(cur)]
         h = model.features(prev, cur)
-        out["features"].append(h.numpy())
-        out["yaw"].append(model.yaw(h).argmax(-1).numpy())
-        out["pitch"].append(model.pitch(h).argmax(-1).numpy())
-        out["buttons"].append((model.buttons(h) > 0).numpy())
+        out["features"].append(h.cpu().numpy())
+        out["yaw"].append(model.yaw(h).argmax(-1).cpu().numpy())
+        out["pitch"].append(model.pitch(h).argmax(-1).cpu().numpy())
+        out["buttons"].append((model.buttons(h) > 0).cpu().numpy())
     if not out["yaw"]:
         raise ValueError(f"IDM needs at least 2 frames, got a clip of {len(frames_t)}")
     return {k: np.concatenate(v) for k, v in out.items()}

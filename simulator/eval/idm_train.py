@@ -12,6 +12,7 @@ frames, and an IDM verdict of "uncontrollable" means the motion is wrong, not th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,8 +32,8 @@ IDM_SEED_BASE = 9_000_000  # IDM world seeds are IDM_SEED_BASE + i: disjoint fro
 @dataclass
 class IdmTrainConfig:
     preset: str = "small"
-    train_episodes: int = 160
-    heldout_episodes: int = 24
+    train_episodes: int = 300
+    heldout_episodes: int = 32
     episode_frames: int = 64
     resolution: tuple[int, int] = (64, 64)  # engine frame size (H, W)
     steps: int = 3000
@@ -47,7 +48,7 @@ class IdmTrainConfig:
 IDM_TRAIN_PRESETS: dict[str, IdmTrainConfig] = {
     "tiny": IdmTrainConfig(preset="tiny", train_episodes=6, heldout_episodes=2, episode_frames=24, steps=40,
                            batch_size=32),  # tests: seconds
-    "small": IdmTrainConfig(),  # the shipped checkpoint
+    "small": IdmTrainConfig(),  # the shipped checkpoint (~30 min on the shared 2-core CPU)
 }
 
 
@@ -61,8 +62,8 @@ def _blur(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
     """Blur a random share of uint8 pairs [B, 2, H, W, 3] by down- then up-sampling (same factor per pair)."""
     B, _, H, W, _ = x.shape
     out = x.clone()
-    picks = torch.nonzero(torch.rand(B, generator=gen) < prob).flatten()
-    use_four = torch.randint(0, 2, (len(picks),), generator=gen).bool()  # which picked pairs get factor 4
+    picks = torch.nonzero(torch.rand(B, generator=gen) < prob).flatten().to(x.device)
+    use_four = torch.randint(0, 2, (len(picks),), generator=gen).bool().to(x.device)  # which picked pairs get factor 4
     for factor in (2, 4):
         rows = picks[use_four == (factor == 4)]
         if len(rows) == 0:
@@ -81,20 +82,23 @@ def evaluate(model: InverseDynamics, episodes: list[tuple[np.ndarray, list[Actio
                     {k: np.concatenate([t[k] for t in targets]) for k in ("yaw", "pitch", "buttons")})
 
 
-def train(config: IdmTrainConfig, progress: bool = True) -> tuple[InverseDynamics, dict]:
-    """Collect, train, evaluate on held-out worlds. Returns (model, summary with accuracies)."""
+def train(config: IdmTrainConfig, progress: bool = True, device: str = "cpu", workers: int = 1,
+          ) -> tuple[InverseDynamics, dict]:
+    """Collect (in `workers` processes), train on `device`, evaluate on held-out worlds.
+    Returns (model on the CPU, summary with accuracies)."""
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     n_train, n_held = config.train_episodes, config.heldout_episodes
     seeds = [IDM_SEED_BASE + i for i in range(n_train + n_held)]
     started = time.time()
-    episodes = collect(seeds, config.episode_frames, config.resolution, config.seed, config.sampler, progress)
+    episodes = collect(seeds, config.episode_frames, config.resolution, config.seed, config.sampler, progress, workers)
     train_eps, held_eps = episodes[:n_train], episodes[n_train:]
     frames, targets = _episode_arrays(train_eps)
+    frames, targets = frames.to(device), {k: v.to(device) for k, v in targets.items()}
     E, T = frames.shape[:2]
     collect_s = time.time() - started
 
-    model = InverseDynamics(IDM_PRESETS[config.preset])
+    model = InverseDynamics(IDM_PRESETS[config.preset]).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.steps, pct_start=0.1)
     rate = targets["buttons"].float().mean(dim=(0, 1)).clamp(0.02, 0.98)
@@ -102,8 +106,8 @@ def train(config: IdmTrainConfig, progress: bool = True) -> tuple[InverseDynamic
     model.train()
     bar = tqdm(range(config.steps), desc="IDM training", disable=not progress)
     for _ in bar:
-        e = torch.randint(0, E, (config.batch_size,), generator=gen)
-        t = torch.randint(1, T, (config.batch_size,), generator=gen)
+        e = torch.randint(0, E, (config.batch_size,), generator=gen).to(device)
+        t = torch.randint(1, T, (config.batch_size,), generator=gen).to(device)
         pairs = _blur(torch.stack([frames[e, t - 1], frames[e, t]], dim=1), config.blur_prob, gen)  # [B, 2, H, W, 3]
         out = model(pairs[:, 0], pairs[:, 1])
         loss = (F.cross_entropy(out["yaw"], targets["yaw"][e, t]) + F.cross_entropy(out["pitch"], targets["pitch"][e, t])
@@ -113,7 +117,7 @@ def train(config: IdmTrainConfig, progress: bool = True) -> tuple[InverseDynamic
         opt.step()
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
-    model.eval()
+    model = model.cpu().eval()
     summary = {"heldout_accuracy": evaluate(model, held_eps), "train_accuracy": evaluate(model, train_eps[:n_held]),
                "train_seeds": [seeds[0], seeds[n_train - 1]], "heldout_seeds": [seeds[n_train], seeds[-1]],
                "collect_seconds": round(collect_s, 1), "train_seconds": round(time.time() - started - collect_s, 1),
@@ -126,14 +130,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="checkpoints/idm", help="checkpoint folder to write")
     parser.add_argument("--steps", type=int, help="override the preset's training steps")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    parser.add_argument("--device", default="cpu", help="where to train (cuda when there is one)")
+    parser.add_argument("--workers", type=int, default=1, help="engine processes collecting episodes")
+    parser.add_argument("--episodes", type=int, help="override the preset's training episodes")
 
 
 def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
-    config = IDM_TRAIN_PRESETS[args.preset]
+    config = dataclasses.replace(IDM_TRAIN_PRESETS[args.preset])  # presets are shared: never mutate them
     if args.steps:
         config.steps = args.steps
-    model, summary = train(config)
+    if args.episodes:
+        config.train_episodes = args.episodes
+    model, summary = train(config, device=args.device, workers=args.workers)
     model.save(args.out, **summary)
     print(json.dumps(summary["heldout_accuracy"], indent=2))
     return 0

@@ -1,0 +1,140 @@
+"""The whole evaluation, in order: engine episodes -> tokenizer, fidelity, action following,
+consistency probes, stability, speed -> one results dict (metrics.json) plus the frames the
+report's pictures need."""
+
+from __future__ import annotations
+
+import datetime
+import platform
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from simulator.benchlog import machine_description
+from simulator.eval.control import controllability
+from simulator.eval.episodes import engine_episodes
+from simulator.eval.fidelity import reconstruct, rollout_fidelity, teacher_forced_fidelity, tokenizer_fidelity
+from simulator.eval.idm import InverseDynamics
+from simulator.eval.predictors import Predictor
+from simulator.eval.probes import run_probes
+from simulator.eval.rollouts import Rollouts, autoregressive, teacher_forced
+from simulator.eval.stability import STABILITY_PRESETS, stability
+
+PICTURE_HORIZONS: tuple[int, ...] = (1, 8, 32)  # issue 8's picture: true | reconstruction | generated
+
+
+@dataclass
+class EvalConfig:
+    resolution: tuple[int, int] = (64, 64)  # (H, W) of engine and model frames
+    warmup: int = 40  # policy ticks played and dropped before each episode (2 s: the player gets going)
+    context: int = 8  # engine frames that prime each stream
+    horizon: int = 64  # autoregressive rollout length
+    teacher_every: int = 8  # teacher-forced positions: every this many frames after the context
+    slots: int = 4  # streams generated side by side (the predictor's batch size)
+    probe_seeds: int = 4  # probes run from the first this-many evaluation seeds
+    stability_episodes: int = 2  # long rollouts from the first this-many seeds
+    stability_horizon: int = 1200
+    stability_preset: str = "full"  # see stability.STABILITY_PRESETS
+    control_horizons: tuple[int, ...] = (8, 64)  # IDM accuracy over transitions 1..h
+    policy: str = "human"  # exploration-policy preset that plays the episodes
+
+
+EVAL_PRESETS: dict[str, EvalConfig] = {
+    "quick": EvalConfig(warmup=20, context=4, horizon=8, teacher_every=4, slots=2, probe_seeds=1, stability_episodes=1,
+                        stability_horizon=32, stability_preset="quick", control_horizons=(4, 8)),  # tests: seconds
+    "full": EvalConfig(),
+}
+
+
+def check_seeds(seeds: list[int], checkpoint_config: dict) -> None:
+    """Refuse evaluation seeds that the checkpoint's config lists as trained on ("train_seeds")."""
+    trained = set(int(s) for s in checkpoint_config.get("train_seeds", []))
+    overlap = sorted(set(seeds) & trained)
+    if overlap:
+        raise ValueError(f"seeds {overlap[:10]}{' ...' if len(overlap) > 10 else ''} are in the checkpoint's "
+                         f"train_seeds ({len(trained)} seeds, {min(trained)}..{max(trained)}): evaluate on held-out "
+                         f"worlds only")
+
+
+def _speed(rollouts: Rollouts) -> dict:
+    sec = np.array(rollouts.step_seconds)
+    streams = np.array(rollouts.streams_per_step)
+    return {"frames_per_second": float(streams.sum() / sec.sum()), "streams": int(streams.max()),
+            "step_latency_ms_median": float(np.median(sec) * 1e3), "step_latency_ms_p95": float(np.percentile(sec, 95) * 1e3),
+            "steps_timed": int(len(sec))}
+
+
+def _picture_frames(rollouts: Rollouts, tokenizer, episodes: int = 2) -> dict:
+    """For issue 8's picture: per shown episode, true / reconstructed / generated frames at PICTURE_HORIZONS."""
+    hs = [h for h in PICTURE_HORIZONS if h <= rollouts.horizon]
+    true = rollouts.true[:episodes][:, hs]  # [e, len(hs), H, W, 3]
+    return {"horizons": hs, "true": true, "generated": rollouts.generated[:episodes][:, hs],
+            "reconstructed": reconstruct(tokenizer, true) if tokenizer is not None else None}
+
+
+def run_evaluation(predictor: Predictor, checkpoint: str, checkpoint_config: dict, seeds: list[int],
+                   config: EvalConfig, tokenizer=None, idm: InverseDynamics | None = None,
+                   idm_info: dict | None = None, progress: bool = True) -> tuple[dict, dict]:
+    """(results for metrics.json, frames for the report's pictures)."""
+    check_seeds(seeds, checkpoint_config)
+    c = config
+    results: dict = {"checkpoint": str(checkpoint), "seeds": seeds, "config": asdict(c),
+                     "machine": machine_description(), "python": platform.python_version(),
+                     "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                     "checkpoint_train_steps": checkpoint_config.get("train_steps", checkpoint_config.get("steps")),
+                     "idm": idm_info if idm is not None else None,
+                     "tokenizer_available": tokenizer is not None}
+    episodes = engine_episodes(seeds, c.context + c.horizon, c.resolution, c.policy, c.warmup, progress)
+    clips = np.stack([ep.frames for ep in episodes])  # [E, T, H, W, 3]
+    if tokenizer is not None:
+        results["tokenizer"] = tokenizer_fidelity(tokenizer, clips, idm)
+
+    prev, true, pred = teacher_forced(predictor, episodes, c.context, c.teacher_every, c.slots, progress)
+    results["teacher_forced"] = teacher_forced_fidelity(prev, true, pred, tokenizer, idm)
+    results["teacher_forced"]["frames"] = int(len(true))
+
+    rolls = autoregressive(predictor, episodes, c.context, c.horizon, c.slots, "rollouts", progress)
+    results["rollout"] = rollout_fidelity(rolls, tokenizer, idm)
+    if idm is not None:
+        results["control"] = controllability(idm, rolls, c.control_horizons)
+        copy = Rollouts(rolls.true, np.broadcast_to(rolls.true[:, :1], rolls.true.shape), rolls.actions, rolls.seeds)
+        results["control_copy_last"] = controllability(idm, copy, c.control_horizons)
+
+    probes = run_probes(predictor, seeds[:c.probe_seeds], c.resolution, c.context, c.policy, c.warmup, progress)
+    probe_frames = {name: entry.pop("example") for name, entry in probes.items()}
+    results["probes"] = probes
+
+    long_eps = engine_episodes(seeds[:c.stability_episodes], c.context + c.stability_horizon, c.resolution, c.policy,
+                               c.warmup, progress, desc="long engine episodes")
+    long_rolls = autoregressive(predictor, long_eps, c.context, c.stability_horizon, c.slots, "long rollouts", progress)
+    results["stability"] = stability(long_rolls, idm, STABILITY_PRESETS[c.stability_preset])
+    results["speed"] = _speed(long_rolls)
+    results["issue8"] = issue8_targets(results)
+    pictures = {"sharpness": _picture_frames(rolls, tokenizer), "probes": probe_frames}
+    return results, pictures
+
+
+def issue8_targets(results: dict) -> dict:
+    """Issue 8's targets, each with the measured value and whether it is met (None when not measurable)."""
+    out: dict = {}
+    roll = results["rollout"]
+    true_sharp = np.array(roll["true_sharpness_mean"])
+    model_sharp = np.array(roll["methods"]["model"]["sharpness_mean"])
+    out["generated_sharpness_ratio_min"] = float((model_sharp / true_sharp).min())
+    out["generated_sharpness_met"] = bool(out["generated_sharpness_ratio_min"] >= 0.70)
+    tok = results.get("tokenizer")
+    if tok is not None:
+        out["tokenizer_sharpness_ratio"] = tok["sharpness"] / tok["true_sharpness"]
+        out["tokenizer_sharpness_met"] = bool(out["tokenizer_sharpness_ratio"] >= 0.85)
+    bands = roll.get("fd_bands", [])
+    if tok is not None and tok.get("fd") and bands:
+        worst = max(b["model"] for b in bands)
+        out["generated_fd_max_over_tokenizer_fd"] = worst / tok["fd"]
+        out["generated_fd_met"] = bool(worst <= 2 * tok["fd"])
+    model_psnr = np.array(roll["methods"]["model"]["psnr_mean"])
+    copy_psnr = np.array(roll["methods"]["copy-last"]["psnr_mean"])
+    out["beats_copy_last_at_horizon_1"] = bool(model_psnr[0] > copy_psnr[0])
+    out["teacher_forced_beats_copy_last"] = bool(results["teacher_forced"]["model"]["psnr"]
+                                                 > results["teacher_forced"]["copy-last"]["psnr"])
+    return out
+

@@ -1,0 +1,235 @@
+"""The evaluation report: report.md with PNG charts and pictures, beside metrics.json.
+
+Every number in the markdown comes from the results dict that is also written as
+metrics.json, so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from simulator.benchlog import markdown_table
+from simulator.eval.idm import IDM_BUTTONS
+from simulator.eval.plot import LineChart, Series, image_grid
+
+TABLE_HORIZONS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+METHOD_LABELS = {"model": "model", "copy-last": "copy-last", "copy-last-tokenizer": "copy-last via tokenizer"}
+
+
+def _f(v: object, digits: int = 2) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def _json_safe(x: object) -> object:
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return float(x) if math.isfinite(float(x)) else None  # JSON has no NaN
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def write_metrics(results: dict, path: Path) -> Path:
+    path.write_text(json.dumps(_json_safe(results), indent=1) + "\n")
+    return path
+
+
+# --- charts --------------------------------------------------------------------------------
+
+def _horizon_chart(roll: dict, metric: str, title: str, y_label: str) -> LineChart:
+    x = np.array(roll["horizons"])
+    chart = LineChart(title, "horizon (frames after the context)", y_label)
+    for name, m in roll["methods"].items():
+        band = (np.array(m[f"{metric}_p25"]), np.array(m[f"{metric}_p75"])) if name == "model" else (None, None)
+        chart.add(Series(METHOD_LABELS.get(name, name), x, np.array(m[f"{metric}_mean"]), *band, dashed=name != "model"))
+    return chart
+
+
+def _sharpness_chart(roll: dict) -> LineChart:
+    x = np.array(roll["horizons"])
+    chart = LineChart("Sharpness per horizon (mean |Laplacian|)", "horizon (frames)", "sharpness")
+    chart.add(Series("model", x, np.array(roll["methods"]["model"]["sharpness_mean"])))
+    chart.add(Series("engine (true)", x, np.array(roll["true_sharpness_mean"]), dashed=True))
+    return chart
+
+
+def _stability_charts(stab: dict) -> dict[str, LineChart]:
+    s = stab["series"]
+    T = len(s["model"]["sharpness"])
+    x = np.arange(T)
+    colour = LineChart("Mean colour per frame (R, G, B): model vs engine", "frame", "mean level (0-255)")
+    for c, name in enumerate("RGB"):
+        colour.add(Series(f"model {name}", x, np.array(s["model"]["colour_mean"])[:, c]))
+    for c, name in enumerate("RGB"):
+        colour.add(Series(f"engine {name}", x, np.array(s["engine"]["colour_mean"])[:, c], dashed=True))
+    sharp = LineChart("Sharpness per frame", "frame", "mean |Laplacian|")
+    sharp.add(Series("model", x, np.array(s["model"]["sharpness"])))
+    sharp.add(Series("engine", x, np.array(s["engine"]["sharpness"]), dashed=True))
+    motion = LineChart("Motion per frame (mean |change from previous frame|)", "frame", "level (0-255)")
+    motion.add(Series("model", x[1:], np.array(s["model"]["motion"])[1:]))
+    motion.add(Series("engine", x[1:], np.array(s["engine"]["motion"])[1:], dashed=True))
+    charts = {"stability_colour": colour, "stability_sharpness": sharp, "stability_motion": motion}
+    windows = [w for w in stab["windows"] if w.get("fd") is not None]
+    if windows:
+        fd = LineChart("Frechet distance to the engine over sliding windows (IDM features)", "window start (frame)", "FD")
+        fd.add(Series("model vs engine", np.array([w["start"] for w in windows]), np.array([w["fd"] for w in windows])))
+        charts["stability_fd"] = fd
+    return charts
+
+
+def _pictures(pictures: dict, out: Path) -> dict[str, Path]:
+    paths = {}
+    pic = pictures["sharpness"]
+    rows, labels = [], []
+    for e in range(len(pic["true"])):
+        kinds = [("true", pic["true"][e])]
+        if pic["reconstructed"] is not None:
+            kinds.append(("tokenizer", pic["reconstructed"][e]))
+        kinds.append(("generated", pic["generated"][e]))
+        for kind, frames in kinds:
+            rows.append(list(frames))
+            labels.append(f"ep {e} {kind}")
+    grid = image_grid(rows, labels, [f"horizon {h}" for h in pic["horizons"]])
+    paths["sharpness"] = out / "sharpness.png"
+    grid.save(paths["sharpness"])
+    for name, frames in pictures["probes"].items():
+        S = len(frames["engine"])
+        cols = sorted({0, S // 4, S // 2, 3 * S // 4, S - 1})
+        grid = image_grid([[frames["engine"][i] for i in cols], [frames["model"][i] for i in cols]],
+                          ["engine", "model"], [f"tick {i + 1}" for i in cols])
+        paths[f"probe_{name}"] = out / f"probe_{name}.png"
+        grid.save(paths[f"probe_{name}"])
+    return paths
+
+
+# --- markdown ------------------------------------------------------------------------------
+
+def _fidelity_md(r: dict) -> list[str]:
+    lines = ["## 2. Fidelity", "", f"Teacher-forced next frame ({r['teacher_forced']['frames']} frames, true past as context):", ""]
+    tf = r["teacher_forced"]
+    rows = [[METHOD_LABELS.get(k, k), _f(v["psnr"]), _f(v["ssim"], 3), _f(v["sharpness"]), _f(v.get("fd"))]
+            for k, v in tf.items() if isinstance(v, dict) and "psnr" in v]
+    rows.append(["true frames", "", "", _f(tf["true"]["sharpness"]), ""])
+    lines += [markdown_table(["method", "PSNR dB", "SSIM", "sharpness", "FD"], rows), "",
+              f"The model beats copy-last on {100 * tf['model']['beats_copy_last']:.0f}% of frames.", ""]
+    roll = r["rollout"]
+    hs = [h for h in TABLE_HORIZONS if h <= len(roll["horizons"])]
+    lines += [f"Autoregressive rollouts ({roll['episodes']} episodes, engine actions, no engine frames after the context):", ""]
+    header = ["method / horizon"] + [str(h) for h in hs]
+    rows = []
+    for name, m in roll["methods"].items():
+        label = METHOD_LABELS.get(name, name)
+        rows.append([f"{label} PSNR"] + [_f(m["psnr_mean"][h - 1]) for h in hs])
+        rows.append([f"{label} SSIM"] + [_f(m["ssim_mean"][h - 1], 3) for h in hs])
+        rows.append([f"{label} sharpness"] + [_f(m["sharpness_mean"][h - 1]) for h in hs])
+    rows.append(["true sharpness"] + [_f(roll["true_sharpness_mean"][h - 1]) for h in hs])
+    lines += [markdown_table(header, rows), "", "![PSNR](rollout_psnr.png)", "", "![SSIM](rollout_ssim.png)", "",
+              "![sharpness](rollout_sharpness.png)", ""]
+    if roll["fd_bands"]:
+        names = [k for k in roll["fd_bands"][0] if k != "band"]
+        rows = [[f"{b['band'][0]}-{b['band'][1]}"] + [_f(b[n]) for n in names] for b in roll["fd_bands"]]
+        lines += ["Frechet distance to the engine's frames per horizon band (IDM features of frame pairs):", "",
+                  markdown_table(["horizons"] + [METHOD_LABELS.get(n, n) for n in names], rows), ""]
+    return lines
+
+
+def _control_md(r: dict) -> list[str]:
+    lines = ["## 3. Action following (inverse dynamics)", ""]
+    if "control" not in r:
+        return lines + ["No IDM was given: not measured.", ""]
+    idm = r.get("idm") or {}
+    held = idm.get("heldout_accuracy")
+    if held:
+        lines += [f"IDM accuracy on its own held-out engine worlds: action {_f(held['action'], 3)}, yaw exact "
+                  f"{_f(held['yaw_exact'], 3)}, pitch exact {_f(held['pitch_exact'], 3)}.", ""]
+    heads = ["action", "yaw_exact", "yaw_within1", "pitch_exact", "pitch_within1", *IDM_BUTTONS]
+    for span, c in r["control"].items():
+        copy = r["control_copy_last"][span]
+        rows = [[h, _f(c["engine"][h], 3), _f(c["generated"][h], 3), _f(c["ratio"][h], 3), _f(copy["generated"][h], 3)]
+                for h in heads]
+        lines += [f"Transitions {span.replace('_', ' ')} of every rollout (buttons: balanced accuracy, 0.5 = chance):", "",
+                  markdown_table(["head", "engine", "generated", "ratio (controllability)", "copy-last"], rows), ""]
+    return lines
+
+
+def _probes_md(r: dict) -> list[str]:
+    lines = ["## 4. Consistency probes", "",
+             "PSNR of the return frame against the engine's return frame, against the model's own anchor frame "
+             "(start, or right after the break), and the engine's own return-vs-anchor PSNR for reference.", ""]
+    rows = [[name, len(p["per_seed"]), _f(p["mean"]["return_vs_engine_psnr"]), _f(p["mean"]["return_vs_engine_ssim"], 3),
+             _f(p["mean"]["return_vs_own_anchor_psnr"]), _f(p["mean"]["engine_return_vs_anchor_psnr"])]
+            for name, p in r["probes"].items()]
+    lines += [markdown_table(["probe", "seeds", "vs engine PSNR", "vs engine SSIM", "vs own anchor PSNR",
+                              "engine vs anchor PSNR"], rows), ""]
+    lines += [f"![{name}](probe_{name}.png)" for name in r["probes"]] + [""]
+    return lines
+
+
+def _stability_md(r: dict, charts: list[str]) -> list[str]:
+    s = r["stability"]
+    lines = ["## 5. Stability", "", f"{s['episodes']} rollout(s) of {s['horizon']} frames.", ""]
+    rows = [[f"{w['start']}-{w['end']}", _f(w["sharpness_model"]), _f(w["sharpness_engine"]), _f(w["motion_model"]),
+             _f(w["motion_engine"]), _f(w["colour_drift"]), _f(w.get("fd")),
+             ", ".join(k for k in ("blur", "frozen") if w[k]) + (" colour drift" if w["colour_drift_flag"] else "")]
+            for w in s["windows"]]
+    lines += [markdown_table(["frames", "sharp model", "sharp engine", "motion model", "motion engine", "colour drift",
+                              "FD", "flags"], rows), ""]
+    onset = ", ".join(f"{k}: {'never' if v is None else f'from frame {v}'}" for k, v in s["collapse_onset"].items())
+    lines += [f"Collapse onset: {onset}.", ""] + [f"![{c}]({c}.png)" for c in charts] + [""]
+    return lines
+
+
+def write_report(results: dict, pictures: dict, out_dir: str | Path) -> Path:
+    """Write metrics.json, the PNGs and report.md into `out_dir`; returns the report's path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_metrics(results, out / "metrics.json")
+    roll = results["rollout"]
+    charts = {"rollout_psnr": _horizon_chart(roll, "psnr", "PSNR against the engine per horizon (band: episodes p25-p75)", "PSNR dB"),
+              "rollout_ssim": _horizon_chart(roll, "ssim", "SSIM against the engine per horizon (band: episodes p25-p75)", "SSIM"),
+              "rollout_sharpness": _sharpness_chart(roll)}
+    stab_charts = _stability_charts(results["stability"])
+    for name, chart in {**charts, **stab_charts}.items():
+        chart.save(out / f"{name}.png")
+    _pictures(pictures, out)
+
+    r = results
+    lines = [f"# Evaluation of `{r['checkpoint']}`", "",
+             f"Seeds {r['seeds']} (none trained on), {r['config']['resolution'][0]}x{r['config']['resolution'][1]}, "
+             f"context {r['config']['context']} frames, exploration policy `{r['config']['policy']}`. "
+             f"Machine: {r['machine']}. {r['date']}.", ""]
+    lines += ["## 1. Tokenizer", ""]
+    tok = r.get("tokenizer")
+    if tok:
+        lines += [markdown_table(["PSNR dB", "SSIM", "sharpness", "true sharpness", "FD"],
+                                 [[_f(tok["psnr"]), _f(tok["ssim"], 3), _f(tok["sharpness"]), _f(tok["true_sharpness"]),
+                                   _f(tok["fd"])]]), ""]
+    else:
+        lines += ["No tokenizer: not measured.", ""]
+    lines += _fidelity_md(r) + _control_md(r) + _probes_md(r) + _stability_md(r, list(stab_charts))
+    sp = r["speed"]
+    lines += ["## 6. Speed", "", f"{_f(sp['frames_per_second'], 1)} frames/s over {sp['streams']} stream(s); one step "
+              f"(all streams) takes {_f(sp['step_latency_ms_median'], 1)} ms median, {_f(sp['step_latency_ms_p95'], 1)} ms p95 "
+              f"({sp['steps_timed']} steps, measured during the long rollouts).", ""]
+    lines += ["## Issue 8 targets (sharp frames)", "", "![true | tokenizer | generated](sharpness.png)", "",
+              markdown_table(["target", "value"], [[k, _f(v, 3)] for k, v in r["issue8"].items()]), ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def load_png(path: str | Path) -> np.ndarray:
+    """A report PNG as uint8 [H, W, 3] (tests read pictures back with it)."""
+    return np.asarray(Image.open(path).convert("RGB"))
