@@ -38,8 +38,9 @@ class Client:
 
     def __init__(self, url: str, role: str = "player", session: str | None = None, start: P.Start | None = None,
                  fmt: str = P.DEFAULT_FORMAT, quality: int = P.DEFAULT_QUALITY, timeout_s: float = 30.0) -> None:
+        # entered as a context manager: websockets >= 16 deprecates using connect()'s result directly
         self._ws = connect(url, max_size=None if fmt == "raw" else 16 * 1024 * 1024, compression=None,
-                           open_timeout=timeout_s, proxy=None)
+                           open_timeout=timeout_s, proxy=None).__enter__()
         self._ws.send(P.pack(P.hello(role, session=session, start=start, format=fmt, quality=quality)))
         first = P.unpack(self._ws.recv(timeout=timeout_s))
         if first["type"] == "error":

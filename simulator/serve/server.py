@@ -229,16 +229,20 @@ class Server:
                     await self._player(ws, hello, outbox)
                 else:
                     await self._viewer(ws, hello, outbox)
-            except P.ProtocolError as err:
-                outbox.put_control(P.pack(P.error(err)))
+            except P.ProtocolError as err:  # fatal here, whatever its origin: the connection closes
+                outbox.put_control(P.pack(P.error(P.ProtocolError(err.code, str(err), fatal=True))))
                 outbox.close(CLOSE_POLICY, err.code)
             finally:
                 if outbox.closing is None:
                     outbox.close(CLOSE_NORMAL, "bye")
+                # keep reading (and discarding) while closing: unread input would stop the transport
+                # from reading and the peer's close frame would never be seen
+                drain = asyncio.create_task(self._drain(ws))
                 try:
                     await asyncio.wait_for(sender, timeout=5.0)
                 except (asyncio.TimeoutError, ConnectionClosed):
                     sender.cancel()
+                drain.cancel()
         except ConnectionClosed:
             pass
         except Exception:  # one connection's failure must never reach the others
@@ -324,6 +328,14 @@ class Server:
             session.merger.add(message.seq, message.action)
         elif isinstance(message, P.Reset):
             session.pending_reset = session.start if message.start is None else self._start_condition(message.start)
+
+    @staticmethod
+    async def _drain(ws: ServerConnection) -> None:
+        try:
+            async for _ in ws:
+                pass
+        except ConnectionClosed:
+            pass
 
     async def _send_loop(self, ws: ServerConnection, outbox: Outbox) -> None:
         while True:
