@@ -52,7 +52,7 @@ def test_atomic_write_leaves_no_partial_shard(tmp_path, monkeypatch):
     def explode(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(np, "savez", explode)
+    monkeypatch.setattr(np, "savez_compressed", explode)
     with pytest.raises(OSError, match="disk full"):
         write_shard(tmp_path / "s.npz", [make_episode(rng)])
     assert list(tmp_path.iterdir()) == []  # neither the shard nor its temp file

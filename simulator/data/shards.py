@@ -13,7 +13,8 @@ Each episode's JSON entry holds `frames` (T), `seed` (world seed), `biome`, `res
 policy seed). Time alignment follows docs/CONTRACTS.md: `actions[t]` produced `frames[t]`,
 `actions[0]` is NOOP.
 
-Shards are written uncompressed (`np.savez`): see docs/data.md for the measured trade-off.
+Shards are written with `np.savez_compressed` (about 6x smaller at 64x64, loads at >10k frames/s): see
+docs/data.md for the measured trade-off.
 Writes are atomic: a hidden temp file in the same directory, fsync, then `os.replace`, so a
 file named `*.npz` is always complete. Anything that fails to read raises `ShardError`
 naming the file.
@@ -89,7 +90,7 @@ def write_shard(path: str | Path, episodes: Sequence[Episode]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez_compressed(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
