@@ -122,6 +122,23 @@ class World:
         self.tick += 1
         return self.render()
 
+    def teleport(self, x: float, z: float, yaw: float | None = None, pitch: float | None = None) -> None:
+        """Put the player on the surface of column (x, z) (standing, at rest)."""
+        self.player.position = np.array([x, float(self.store.surface_y(math.floor(x), math.floor(z))), z])
+        self.player.velocity = np.zeros(3)
+        self.player.on_ground = True
+        self.player.yaw = self.player.yaw if yaw is None else float(yaw) % 360.0
+        self.player.pitch = self.player.pitch if pitch is None else float(pitch)
+        self.store.follow(x, z)
+
+    def fill(self, lo: tuple[int, int, int], hi: tuple[int, int, int], block: str) -> None:
+        """Set every cell of the inclusive box lo..hi (world coordinates) to `block` (a name)."""
+        b = B.block_id(block)
+        for x in range(lo[0], hi[0] + 1):
+            for y in range(lo[1], hi[1] + 1):
+                for z in range(lo[2], hi[2] + 1):
+                    self.store.set(x, y, z, b)
+
     # --- looking --------------------------------------------------------------------------
 
     def _eye_in_view(self) -> tuple[float, float, float]:

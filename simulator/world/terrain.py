@@ -71,8 +71,9 @@ def column(seed: np.int64, x: np.int64, z: np.int64) -> tuple[np.int64, np.int64
 
 
 @nb.njit(cache=True)
-def _fill_column(out: np.ndarray, lx: int, lz: int, height: int, biome: int) -> None:
-    """Stone, soil layers, surface block and water of one column of a chunk [16, H, 16]."""
+def _fill_column(out: np.ndarray, lx: int, lz: int, height: int, biome: int, slope: int) -> None:
+    """Stone, soil layers, surface block and water of one column of a chunk [16, H, 16];
+    `slope` = the largest height step to a neighbour column (cliffs show bare stone)."""
     for y in range(height):
         out[lx, y, lz] = B.STONE
     top = height - 1
@@ -88,7 +89,8 @@ def _fill_column(out: np.ndarray, lx: int, lz: int, height: int, biome: int) -> 
         for y in range(max(top - 3, 1), height):
             out[lx, y, lz] = B.SAND
     elif biome == SNOWY_MOUNTAINS:
-        out[lx, top, lz] = B.SNOW if height > _SNOW_LINE else B.SNOWY_GRASS
+        if slope <= 2:  # snow does not stick to cliffs
+            out[lx, top, lz] = B.SNOW if height > _SNOW_LINE else B.SNOWY_GRASS
     elif height <= SEA_LEVEL + 1:  # shores of lakes and the sea
         for y in range(max(top - 2, 1), height):
             out[lx, y, lz] = B.SAND
@@ -141,10 +143,17 @@ def generate_chunk(seed: np.int64, cx: np.int64, cz: np.int64) -> np.ndarray:
     out = np.zeros((CHUNK, WORLD_HEIGHT, CHUNK), np.uint8)
     x0 = cx * CHUNK
     z0 = cz * CHUNK
+    heights = np.empty((CHUNK + 2, CHUNK + 2), np.int64)  # one column of margin for slopes
+    biomes = np.empty((CHUNK + 2, CHUNK + 2), np.int64)
+    for i in range(CHUNK + 2):
+        for j in range(CHUNK + 2):
+            heights[i, j], biomes[i, j] = column(seed, x0 + i - 1, z0 + j - 1)
     for lx in range(CHUNK):
         for lz in range(CHUNK):
-            height, biome = column(seed, x0 + lx, z0 + lz)
-            _fill_column(out, lx, lz, height, biome)
+            h = heights[lx + 1, lz + 1]
+            slope = max(abs(h - heights[lx, lz + 1]), abs(h - heights[lx + 2, lz + 1]),
+                        abs(h - heights[lx + 1, lz]), abs(h - heights[lx + 1, lz + 2]))
+            _fill_column(out, lx, lz, h, biomes[lx + 1, lz + 1], slope)
     # trees from every cell whose candidate could reach into this chunk
     c_lo_x = (x0 - _TREE_MARGIN) // _TREE_CELL
     c_hi_x = (x0 + CHUNK + _TREE_MARGIN) // _TREE_CELL
