@@ -1,0 +1,144 @@
+"""One training step of the world model, EMA weights, and resumable training state.
+
+The objective (simulator/diffusion.py): every target frame gets its own noise level
+(diffusion forcing), every previous-latent input its own light context noise, and the network
+predicts the clean latent, weighted by the clamped signal-to-noise ratio. Mixed precision is
+bf16 autocast on CPU and CUDA alike (no loss scaling needed for bf16).
+
+Resumable state lives in one folder, no pickles: `model.safetensors` + `config.json` (the raw
+float32 weights), `ema.safetensors`, `optimizer.safetensors` (AdamW moments, one tensor per
+parameter and key) with its hyperparameters in `trainer.json`, and the random states.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from simulator.checkpoint import load_checkpoint, save_checkpoint
+from simulator.diffusion import DiffusionConfig, add_noise, loss_weight, sample_context_levels, sample_levels
+from simulator.models.dit import DiT
+from simulator.train.ddp import DistInfo, all_mean, wrap
+
+
+@dataclass
+class TrainConfig:
+    model: str = "cpu"  # DiT preset (simulator.models.dit.PRESETS)
+    clip_frames: int = 8  # target frames per clip (plus one previous frame); generator window = clip_frames - 1
+    batch_size: int = 12  # clips per step per process
+    lr: float = 3e-4
+    warmup_steps: int = 200  # linear learning-rate warmup
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0  # max global gradient norm
+    ema_decay: float = 0.999
+    max_steps: int = 200_000
+    log_every: int = 10
+    save_every: int = 200  # steps between resumable checkpoints
+    eval_every: int = 1000  # steps between held-out evaluations (and exports when they improve)
+    sampler_steps: int = 4  # denoising steps at evaluation and in the shipped generator config
+    seed: int = 0
+
+
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    "tiny": TrainConfig(model="tiny", clip_frames=4, batch_size=4, lr=1e-3, warmup_steps=10, ema_decay=0.9,
+                        save_every=20, eval_every=40, log_every=5),
+    # the shipped CPU model: ~1 s per step on 2 cores in bf16, 8 x 64 tokens per clip
+    "cpu": TrainConfig(model="cpu", clip_frames=8, batch_size=12),
+    # one GPU: wider model, longer clips, bigger batches
+    "gpu": TrainConfig(model="gpu", clip_frames=16, batch_size=64, lr=2e-4, warmup_steps=1000,
+                       ema_decay=0.9995, save_every=1000, eval_every=2000),
+}
+
+
+class WorldTrainer:
+    def __init__(self, cfg: TrainConfig, model: DiT, info: DistInfo, diffusion: DiffusionConfig | None = None):
+        self.cfg, self.info = cfg, info
+        self.diffusion = diffusion or DiffusionConfig()
+        self.model = model.to(info.device)
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.net = wrap(self.model, info)
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            (no_decay if p.dim() < 2 or "embed" in name else decay).append(p)
+        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                            {"params": no_decay, "weight_decay": 0.0}],
+                                           lr=cfg.lr, betas=(0.9, 0.99), fused=False)
+        self.step = 0
+        self.noise_rng = torch.Generator(device=info.device).manual_seed(cfg.seed * 7919 + info.rank)
+
+    def lr_at(self, step: int) -> float:
+        return self.cfg.lr * min(1.0, (step + 1) / max(1, self.cfg.warmup_steps))
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Weighted x0 loss of one batch {"latents" [B, T+1, C, h, w], "buttons", "camera" [B, T+1, ...]}."""
+        dev, g = self.info.device, self.noise_rng
+        latents = batch["latents"].to(dev)
+        x0, prev = latents[:, 1:], latents[:, :-1]  # targets and their previous frames, [B, T, C, h, w]
+        B, T = x0.shape[:2]
+        level = sample_levels((B, T), self.diffusion, g, dev)  # [B, T], independent per frame
+        prev_level = sample_context_levels((B, T), self.diffusion, g, dev)
+        noise = torch.randn(x0.shape, generator=g, device=dev)
+        prev_noise = torch.randn(x0.shape, generator=g, device=dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
+            pred = self.net(add_noise(x0, level, noise), add_noise(prev, prev_level, prev_noise), level, prev_level,
+                            batch["buttons"][:, 1:].to(dev), batch["camera"][:, 1:].to(dev))
+        per_frame = (pred.float() - x0).pow(2).mean(dim=(2, 3, 4))  # [B, T]
+        return (loss_weight(level, self.diffusion) * per_frame).mean()
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(self.step)
+        loss = self.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.update_ema()
+        self.step += 1
+        return {"loss": all_mean(float(loss.detach()), self.info), "grad_norm": float(grad_norm)}
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        # short warm-up of the decay so early EMA weights are not dominated by the random init
+        decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
+        for e, p in zip(self.ema.parameters(), self.model.parameters()):
+            e.lerp_(p.detach(), 1 - decay)
+
+    # --- resumable state ---------------------------------------------------------------------
+
+    def save(self, directory: str | Path, config: dict, rng_state: dict[str, torch.Tensor]) -> None:
+        """Everything needed to continue bit-for-bit: weights, EMA, AdamW moments, step, random states."""
+        directory = Path(directory)
+        save_checkpoint(directory, self.model.state_dict(), {**config, "step": self.step}, dtype=None)
+        save_file({k: v.contiguous() for k, v in self.ema.state_dict().items()}, str(directory / "ema.safetensors"))
+        opt = self.optimizer.state_dict()
+        tensors = {f"{pid}.{key}": (v if torch.is_tensor(v) else torch.tensor(v)).contiguous()
+                   for pid, state in opt["state"].items() for key, v in state.items()}
+        save_file(tensors, str(directory / "optimizer.safetensors"))
+        save_file({"noise_rng": self.noise_rng.get_state(), **rng_state}, str(directory / "rng.safetensors"))
+        (directory / "trainer.json").write_text(json.dumps({"step": self.step, "param_groups": opt["param_groups"]},
+                                                           indent=2) + "\n")
+
+    def load(self, directory: str | Path) -> dict[str, torch.Tensor]:
+        """Restore from `save()`; returns the extra random states saved beside (e.g. the data sampler's)."""
+        directory = Path(directory)
+        state, _ = load_checkpoint(directory, device=self.info.device, dtype=None)
+        self.model.load_state_dict(state)
+        self.ema.load_state_dict(load_file(str(directory / "ema.safetensors"), device=str(self.info.device)))
+        meta = json.loads((directory / "trainer.json").read_text())
+        flat = load_file(str(directory / "optimizer.safetensors"), device=str(self.info.device))
+        opt_state: dict[int, dict[str, torch.Tensor]] = {}
+        for name, tensor in flat.items():
+            pid, key = name.split(".", 1)
+            opt_state.setdefault(int(pid), {})[key] = tensor.cpu() if key == "step" else tensor
+        self.optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+        self.step = int(meta["step"])
+        rng = load_file(str(directory / "rng.safetensors"))
+        self.noise_rng.set_state(rng.pop("noise_rng"))
+        return rng
