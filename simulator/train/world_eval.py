@@ -1,0 +1,125 @@
+"""Held-out evaluation of the world model during training, always beside the copy-last baseline.
+
+On clips from world seeds never trained on (`context` true frames, then `horizon` more):
+  teacher-forced   each target frame generated from the TRUE frames before it (one step);
+  rollout          `horizon` frames generated from the context alone, driven by the true actions;
+and for both: PSNR against the engine's frames, the same for copy-last-frame (in pixels, and
+through the tokenizer), the tokenizer's own reconstruction PSNR (the ceiling), and sharpness
+(mean |Laplacian|) of true, reconstructed and generated frames. Generation goes through the
+streaming Generator, so what is measured is what players get.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import torch
+
+from simulator.actions import Action, from_arrays
+from simulator.data.shards import ShardReader, list_shards
+from simulator.eval.metrics import psnr, sharpness
+from simulator.models.dit import DiT
+from simulator.models.tokenizer import Tokenizer
+from simulator.rollout.generator import Generator, GeneratorConfig
+
+
+@dataclass
+class EvalClips:
+    frames: np.ndarray  # uint8 [K, S, H, W, 3]
+    actions: list[list[Action]]  # K lists of S actions
+    seeds: list[int]  # world seed per clip
+
+
+def load_eval_clips(root: str | Path, clips: int, span: int) -> EvalClips:
+    """The middle `span` frames of the first `clips` long-enough episodes (sorted shards: reproducible)."""
+    frames, actions, seeds = [], [], []
+    for shard in list_shards(root):
+        with ShardReader(shard) as reader:
+            for i, meta in enumerate(reader.episodes):
+                if len(frames) == clips:
+                    break
+                T = int(meta["frames"])
+                if T < span:
+                    continue
+                start = (T - span) // 2
+                frames.append(reader.frames(i)[start:start + span])
+                actions.append(from_arrays(reader.action_arrays(i))[start:start + span])
+                seeds.append(int(meta["seed"]))
+        if len(frames) == clips:
+            break
+    if not frames:
+        raise ValueError(f"no episode under {root} has the {span} frames an evaluation clip needs")
+    return EvalClips(np.stack(frames), actions, seeds)
+
+
+def _roundtrip(tokenizer: Tokenizer, frames: np.ndarray, device: torch.device) -> np.ndarray:
+    """Frames [..., H, W, 3] through the tokenizer and back."""
+    flat = torch.from_numpy(frames.reshape(-1, *frames.shape[-3:])).to(device)  # [N, H, W, 3]
+    with torch.inference_mode():
+        out = tokenizer.decode_frames(tokenizer.encode(flat)).cpu().numpy()
+    return out.reshape(frames.shape)
+
+
+def evaluate(model: DiT, tokenizer: Tokenizer, clips: EvalClips, gen_config: GeneratorConfig,
+             device: torch.device, context: int = 4, teacher_frames: int = 8) -> tuple[dict[str, float], np.ndarray]:
+    """Figures (dict) and the rollout frames uint8 [K, horizon, H, W, 3]."""
+    K, S = clips.frames.shape[:2]
+    horizon = S - context
+    gen = Generator(model, tokenizer, gen_config, batch_size=K, device=device)
+    true = clips.frames
+    recon = _roundtrip(tokenizer, true, device)  # [K, S, H, W, 3]
+
+    teacher = []  # frames context .. context + teacher_frames - 1, each from the true past
+    for t in range(context, context + teacher_frames):
+        for k in range(K):
+            gen.start(k, true[k, :t], clips.actions[k][:t])
+        out = gen.step({k: clips.actions[k][t] for k in range(K)})
+        teacher.append(np.stack([out[k] for k in range(K)]))
+    teacher = np.stack(teacher, axis=1)  # [K, teacher_frames, H, W, 3]
+    tf = slice(context, context + teacher_frames)
+
+    for k in range(K):
+        gen.start(k, true[k, :context], clips.actions[k][:context])
+    rollout = []
+    for t in range(context, S):
+        out = gen.step({k: clips.actions[k][t] for k in range(K)})
+        rollout.append(np.stack([out[k] for k in range(K)]))
+    rollout = np.stack(rollout, axis=1)  # [K, horizon, H, W, 3]
+    last_context = np.repeat(true[:, context - 1:context], horizon, axis=1)  # copy-last for every horizon
+
+    rollout_psnr = psnr(rollout, true[:, context:]).mean(axis=0)  # [horizon]
+    figures = {
+        "teacher_forced_psnr": float(psnr(teacher, true[:, tf]).mean()),
+        "teacher_forced_copy_last_psnr": float(psnr(true[:, context - 1:context + teacher_frames - 1], true[:, tf]).mean()),
+        "teacher_forced_copy_last_tokenizer_psnr": float(
+            psnr(recon[:, context - 1:context + teacher_frames - 1], true[:, tf]).mean()),
+        "teacher_forced_beats_copy_last": float((psnr(teacher, true[:, tf])
+                                                 > psnr(true[:, context - 1:context + teacher_frames - 1],
+                                                        true[:, tf])).mean()),
+        "tokenizer_psnr": float(psnr(recon, true).mean()),
+        f"rollout{horizon}_psnr": float(rollout_psnr.mean()),
+        f"rollout{horizon}_copy_last_psnr": float(psnr(last_context, true[:, context:]).mean()),
+        "rollout_psnr_h1": float(rollout_psnr[0]),
+        f"rollout_psnr_h{horizon}": float(rollout_psnr[-1]),
+        "sharpness_true": float(sharpness(true).mean()),
+        "sharpness_tokenizer": float(sharpness(recon).mean()),
+        "sharpness_teacher_forced": float(sharpness(teacher).mean()),
+        "sharpness_rollout": float(sharpness(rollout).mean()),
+        f"sharpness_rollout_h{horizon}": float(sharpness(rollout[:, -1]).mean()),
+    }
+    return figures, rollout
+
+
+def save_video(path: str | Path, true: np.ndarray, generated: np.ndarray, scale: int = 2, fps: int = 20) -> Path:
+    """An mp4 of true (top) over generated (bottom) frames, clips side by side: [K, T, H, W, 3] each."""
+    K, T, H, W, _ = generated.shape
+    grid = np.concatenate([true[:, -T:], generated], axis=2)  # [K, T, 2H, W, 3]
+    grid = np.concatenate(list(grid), axis=2)  # [T, 2H, K*W, 3]
+    grid = grid.repeat(scale, axis=1).repeat(scale, axis=2)  # nearest-neighbour upscale
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimwrite(path, list(grid), fps=fps, macro_block_size=1)
+    return path

@@ -1,0 +1,139 @@
+"""`patchworld train`: train the world model (DiT, diffusion forcing) on pre-encoded latents.
+
+    patchworld train --data data/train --heldout data/heldout --tokenizer checkpoints/tokenizer \\
+        --preset cpu --out runs/world [--export checkpoints/world]
+
+Resumes from OUT/last if it exists. Every `eval_every` steps the EMA weights are evaluated on
+held-out worlds (figures beside copy-last), a rollout video is written to OUT/samples/, and
+when the teacher-forced PSNR improves the EMA weights are written (bf16) to OUT/best and, with
+--export, to the shipped checkpoint folder. Under `torchrun` every process trains on its own
+clips (DDP); rank 0 encodes, evaluates and saves. Imports no pygame/gymnasium/websockets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from simulator.actions import ENCODING_VERSION
+from simulator.checkpoint import save_checkpoint
+from simulator.diffusion import DiffusionConfig
+from simulator.models.dit import build_dit
+from simulator.models.tokenizer import Tokenizer
+from simulator.rollout.generator import GeneratorConfig
+from simulator.train.ddp import DistInfo, barrier, init_distributed, shutdown
+from simulator.train.world_data import LatentEpisodes, encode_shards
+from simulator.train.world_eval import evaluate, load_eval_clips, save_video
+from simulator.train.world_trainer import TRAIN_PRESETS, TrainConfig, WorldTrainer
+
+EVAL_CONTEXT, EVAL_HORIZON = 4, 16  # held-out clips: 4 true frames, then 16 generated
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="training shard directory (e.g. data/train)")
+    parser.add_argument("--heldout", required=True, help="held-out shard directory (world seeds never trained on)")
+    parser.add_argument("--tokenizer", required=True, help="tokenizer checkpoint folder")
+    parser.add_argument("--preset", default="cpu", choices=sorted(TRAIN_PRESETS))
+    parser.add_argument("--out", default="runs/world", help="run folder (resumes from OUT/last)")
+    parser.add_argument("--export", default=None, help="also write improved EMA weights here (e.g. checkpoints/world)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--steps", type=int, default=None, help="stop at this total step count")
+    parser.add_argument("--minutes", type=float, default=None, help="stop after this much wall time")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--eval-every", type=int, default=None)
+    parser.add_argument("--eval-clips", type=int, default=8, help="held-out clips per evaluation")
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    cfg = TRAIN_PRESETS[args.preset]
+    overrides = {"max_steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every}
+    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _checkpoint_config(cfg: TrainConfig, model_cfg: dict, tokenizer: Tokenizer, tokenizer_dir: Path, out: Path,
+                       resolution: tuple[int, int], seeds: list[int]) -> dict:
+    """Everything needed to rebuild and run the model (docs/CONTRACTS.md, Checkpoints)."""
+    generator = {"window_frames": cfg.clip_frames - 1, "steps": cfg.sampler_steps,
+                 "context_noise": DiffusionConfig().context_noise}
+    return {"kind": "world_model", "model": model_cfg, "diffusion": asdict(DiffusionConfig()), "train": asdict(cfg),
+            "generator": generator, "tokenizer": os.path.relpath(tokenizer_dir.resolve(), out.resolve()),
+            "tokenizer_stride": tokenizer.stride, "action_encoding_version": ENCODING_VERSION,
+            "resolution": list(resolution), "clip_frames": cfg.clip_frames, "world_seeds": seeds}
+
+
+def _evaluate_and_export(trainer: WorldTrainer, tokenizer: Tokenizer, clips, cfg: TrainConfig, base_config: dict,
+                         args: argparse.Namespace, best: float) -> float:
+    """Evaluate the EMA weights; save a video; export when teacher-forced PSNR improved. Returns the best."""
+    out = Path(args.out)
+    gen_cfg = GeneratorConfig(resolution=tuple(base_config["resolution"]), **base_config["generator"], seed=0)
+    figures, rollout = evaluate(trainer.ema, tokenizer, clips, gen_cfg, trainer.info.device, context=EVAL_CONTEXT)
+    save_video(out / "samples" / f"step{trainer.step:07d}.mp4", clips.frames, rollout)
+    line = {"step": trainer.step, **{k: round(v, 3) for k, v in figures.items()}}
+    with (out / "eval.jsonl").open("a") as f:
+        f.write(json.dumps(line) + "\n")
+    tqdm.write("eval " + json.dumps(line))
+    score = figures["teacher_forced_psnr"]
+    if score > best:
+        best = score
+        config = {**base_config, "steps": trainer.step, "eval": figures, "eval_seeds": clips.seeds}
+        targets = [out / "best"] + ([Path(args.export)] if args.export else [])
+        for target in targets:
+            config["tokenizer"] = os.path.relpath(Path(args.tokenizer).resolve(), target.resolve())
+            save_checkpoint(target, trainer.ema.state_dict(), config, dtype=torch.bfloat16)
+    return best
+
+
+def main(args: argparse.Namespace) -> int:
+    info: DistInfo = init_distributed(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = _train_config(args)
+    out = Path(args.out)
+    tokenizer = Tokenizer.load(args.tokenizer, device=info.device)
+    if info.is_main:  # encode once, on rank 0; the others wait and read the same files
+        encode_shards(args.data, tokenizer, out / "latents", device=info.device)
+    barrier(info)
+    train = LatentEpisodes.load(encode_shards(args.data, tokenizer, out / "latents", device=info.device))
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model = build_dit(cfg.model, latent_channels=tokenizer.latent_channels)
+    trainer = WorldTrainer(cfg, model, info)
+    base_config = _checkpoint_config(cfg, model.config_dict(), tokenizer, Path(args.tokenizer), out,
+                                     train.resolution, sorted(set(train.seeds.tolist())))
+    best = float("-inf")
+    if (out / "last" / "trainer.json").exists():
+        trainer.load(out / "last")
+        best = json.loads((out / "last" / "config.json").read_text()).get("best_teacher_forced_psnr", best)
+    # every rank draws its own clips; a resumed run continues with a fresh, step-dependent stream
+    sampler = train.sampler(cfg.clip_frames, seed=(cfg.seed * 1_000_003 + trainer.step) * 1009 + info.rank)
+    clips = load_eval_clips(args.heldout, args.eval_clips, EVAL_CONTEXT + EVAL_HORIZON) if info.is_main else None
+    n_params = sum(p.numel() for p in model.parameters())
+    if info.is_main:
+        tqdm.write(f"world model {cfg.model}: {n_params / 1e6:.2f} M parameters, {train.latents.shape[0]} training "
+                   f"frames, resolution {train.resolution}, start at step {trainer.step}, device {info.device}")
+    deadline = time.time() + 60 * args.minutes if args.minutes else float("inf")
+    bar = tqdm(total=cfg.max_steps, initial=trainer.step, disable=not info.is_main, unit="step", dynamic_ncols=True)
+    tic, tokens_per_step = time.time(), cfg.batch_size * info.world_size * cfg.clip_frames
+    while trainer.step < cfg.max_steps and time.time() < deadline:
+        stats = trainer.train_step(sampler.batch(cfg.batch_size))
+        bar.update(1)
+        if trainer.step % cfg.log_every == 0:
+            rate = cfg.log_every * tokens_per_step / (time.time() - tic)
+            bar.set_postfix(loss=f"{stats['loss']:.4f}", gnorm=f"{stats['grad_norm']:.2f}", frames_s=f"{rate:.0f}")
+            tic = time.time()
+        done = trainer.step >= cfg.max_steps or time.time() >= deadline
+        if info.is_main and (trainer.step % cfg.eval_every == 0 or done):
+            best = _evaluate_and_export(trainer, tokenizer, clips, cfg, base_config, args, best)
+        if info.is_main and (trainer.step % cfg.save_every == 0 or done):
+            trainer.save(out / "last", {**base_config, "best_teacher_forced_psnr": best}, {})
+    bar.close()
+    shutdown(info)
+    return 0
