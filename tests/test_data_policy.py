@@ -118,3 +118,19 @@ def test_gets_away_from_walls_and_explores(seed):
     cells = {(math.floor(x / 4), math.floor(z / 4)) for x, _, z in pos}
     assert len(cells) >= 10, len(cells)  # it wanders over the arena
     assert pos[:, 1].max() >= 2.0  # it climbed onto a step at least once
+
+
+def test_explores_the_real_engine():
+    from simulator.world.engine import WORLD_PRESETS, World
+
+    world = World(100003, WORLD_PRESETS["tiny"])
+    world.reset()
+    policy = ExplorerPolicy(0, POLICY_PRESETS["explorer"])
+    cells, pitches = set(), []
+    for _ in range(600):
+        world.step(policy.act(world))
+        x, _, z = world.player.position
+        cells.add((math.floor(x), math.floor(z)))
+        pitches.append(world.player.pitch)
+    assert len(cells) >= 40, len(cells)  # it walked somewhere, not pinned to one spot
+    assert np.mean(np.abs(pitches) < 45) > 0.8 and max(np.abs(pitches)) < 85

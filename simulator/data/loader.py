@@ -59,7 +59,8 @@ class ClipDataset(IterableDataset):
     Episodes shorter than `clip_frames` are skipped. `clip_stride` defaults to `clip_frames`
     (non-overlapping clips). `shuffle=False` gives the plain order: shards by name, episodes
     in order, clips from frame 0. `rank`/`world_size` split the data across distributed
-    processes on top of the DataLoader workers. Call `set_epoch(e)` for a new order.
+    processes on top of the DataLoader workers. Call `set_epoch(e)` for a new order (with
+    `persistent_workers=True` the workers keep their copy: re-create the DataLoader instead).
     """
 
     def __init__(self, root: str | Path, clip_frames: int, *, clip_stride: int | None = None,
