@@ -41,8 +41,8 @@ def test_same_seed_same_actions_bit_identical_frames():
 def test_threads_do_not_change_frames():
     for action_count in (0, 30):
         frames = []
-        for threads in ("off", "on"):
-            w = World(3, WorldConfig(width=48, height=40, threads=threads))
+        for parallel in (False, True):
+            w = World(3, WorldConfig(width=48, height=40, parallel=parallel))
             w.reset()
             for action in varied_actions(action_count, seed=1):
                 w.step(action)

@@ -36,7 +36,9 @@ class WorldConfig:
     view_radius_chunks: int = 4  # chunks kept dense around the player; must cover render_distance
     reach: float = 4.5  # blocks from the eye within which attack/use act
     action_repeat_ticks: int = 4  # holding attack/use repeats it every this many ticks
-    threads: str = "auto"  # render rows on numba's threads: "auto" (frames >= 128x128), "on" or "off"
+    # render rows on numba's threads: ~2x on an idle 2-core box, but slower than one thread when
+    # other jobs share the cores (a barrier per frame waits for a descheduled thread)
+    parallel: bool = False
     physics: PhysicsConfig = field(default_factory=PhysicsConfig)
 
     def __post_init__(self) -> None:
@@ -44,8 +46,6 @@ class WorldConfig:
             raise ValueError(f"resolution {self.width}x{self.height}: both sides must be >= 1 pixel")
         if not 1.0 <= self.fov_deg <= 170.0:
             raise ValueError(f"fov {self.fov_deg} degrees: must be in 1..170")
-        if self.threads not in ("auto", "on", "off"):
-            raise ValueError(f"threads={self.threads!r}: expected 'auto', 'on' or 'off'")
         if self.render_distance > self.view_radius_chunks * CHUNK:
             raise ValueError(f"render distance {self.render_distance} blocks exceeds the loaded view "
                              f"({self.view_radius_chunks} chunks = {self.view_radius_chunks * CHUNK} blocks)")
@@ -56,8 +56,6 @@ WORLD_PRESETS: dict[str, WorldConfig] = {
     "cpu": WorldConfig(),  # training data for the CPU model, 64x64
     "hd": WorldConfig(width=256, height=256),  # the window, GPU models
 }
-
-_PARALLEL_MIN_PIXELS = 128 * 128  # below this, one thread renders faster than two on a shared box
 
 # blocks a caption can name: solid ones and water
 _VISIBLE = B.SOLID.copy()
@@ -153,8 +151,7 @@ class World:
         ex, ey, ez = self._eye_in_view()
         s = self.store
         out = np.empty((c.height, c.width, 3), np.uint8)
-        parallel = c.threads == "on" or (c.threads == "auto" and c.width * c.height >= _PARALLEL_MIN_PIXELS)
-        draw = render_parallel if parallel else render_serial
+        draw = render_parallel if c.parallel else render_serial
         draw(out, s.view, s.top, s.heights, s.macro, ex, ey, ez, float(self.player.yaw), float(self.player.pitch),
              c.fov_deg, c.render_distance, c.fog_start * c.render_distance, B.texture_atlas(), reference)
         return out
