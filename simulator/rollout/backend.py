@@ -169,6 +169,7 @@ class EngineBackend(Backend):
 @dataclass
 class DreamConfig:
     context_frames: int = 4  # engine frames rendered (NOOP actions) to prime a seed start
+    world_preset: str = "cpu"  # simulator.world.engine.WORLD_PRESETS entry that renders them (size replaced)
     max_sessions: int = 4  # Generator batch size: slots stepped together each tick
     device: str = "cpu"
 
@@ -231,9 +232,10 @@ class DreamBackend(Backend):
             if frames.shape[1:3] != (height, width):
                 frames = np.stack([fit_image(f, height, width) for f in frames])
             return frames, actions
-        from simulator.world.engine import World, WorldConfig
+        from simulator.world.engine import WORLD_PRESETS, World
 
-        world = World(start.seed, WorldConfig(width=width, height=height))
+        world = World(start.seed, dataclasses.replace(WORLD_PRESETS[self.config.world_preset], width=width,
+                                                      height=height))
         frames = [world.reset()] + [world.step(NOOP) for _ in range(self.config.context_frames - 1)]
         return np.stack(frames), [NOOP] * len(frames)
 

@@ -65,4 +65,4 @@ def fit_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     ch, cw = round(height * scale), round(width * scale)
     top, left = (h - ch) // 2, (w - cw) // 2
     crop = Image.fromarray(np.ascontiguousarray(image[top:top + ch, left:left + cw]))
-    return np.asarray(crop.resize((width, height), Image.Resampling.BICUBIC))
+    return np.array(crop.resize((width, height), Image.Resampling.BICUBIC))  # a writable copy
