@@ -16,7 +16,7 @@ import triton.language as tl
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
 LOG2E = 1.4426950408889634
 # m_i starts finite so a row with nothing visible yet never computes exp2(-inf - -inf) = NaN
-M_INIT = -1.0e30
+M_INIT = tl.constexpr(-1.0e30)
 
 
 @dataclass(frozen=True)
