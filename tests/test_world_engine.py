@@ -164,3 +164,28 @@ def test_reset_undoes_edits_and_returns_to_spawn():
     again = w.reset()
     assert np.array_equal(first, again) and w.tick == 0 and not w.store.edited
     assert w.step(NOOP).shape == first.shape
+
+
+def test_view_and_skip_maps_stay_consistent_with_the_chunks():
+    """After walking across chunk borders while breaking and placing, the dense view, the column
+    heights and the macro maxima used for empty-space skipping all equal a fresh rebuild."""
+    from simulator.world.raycast import MACRO
+    from simulator.world.voxels import VoxelStore
+
+    w = World(8, WORLD_PRESETS["tiny"])
+    w.reset()
+    for t, action in enumerate(varied_actions(150, seed=5)):
+        w.step(action)
+    s = w.store
+    assert s.edited, "the walk should have edited some blocks"
+    fresh = VoxelStore(w.seed, s.radius)
+    fresh.chunks = {k: v.copy() for k, v in s.chunks.items()}
+    fresh.follow(w.player.position[0], w.player.position[2])
+    assert fresh.origin == s.origin
+    assert np.array_equal(fresh.view, s.view)
+    assert np.array_equal(fresh.heights, s.heights)
+    assert np.array_equal(fresh.macro, s.macro)
+    assert s.top >= fresh.top
+    side = s.heights.shape[0]
+    assert s.macro.shape == (side // MACRO, side // MACRO)
+    assert abs(w.player.position[0] - w.spawn[0]) + abs(w.player.position[2] - w.spawn[2]) > CHUNK
