@@ -32,8 +32,8 @@ from simulator.world.engine import ENGINE_VERSION, World, WorldConfig
 from simulator.world.terrain import WORLD_HEIGHT
 
 MANIFEST = "collect.json"
-_START_TRIES = 20  # random start points tried before settling for a tree top
-_NOT_GROUND = ("leaves", "log")  # tree tops: not a place to start
+_START_TRIES = 20  # random start points tried before settling for one of those
+_NOT_GROUND = ("leaves", "log", "water")  # tree tops and open water (mostly sky and sea): not a place to start
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def shard_path(out: Path, shard: int) -> Path:
 
 
 def random_start(world: World, rng: np.random.Generator, radius: float) -> dict:
-    """A random standing pose on the surface within `radius` blocks of the spawn point (not on a tree)."""
+    """A random standing pose on land within `radius` blocks of the spawn point (not on a tree)."""
     sx, _, sz = world.spawn
     for _ in range(_START_TRIES):
         r, angle = float(rng.uniform(8.0, radius)), float(rng.uniform(0.0, 2 * np.pi))
