@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 from simulator.actions import NOOP, Action
-from simulator.world.blocks import SOLID
 from simulator.world.engine import BIOMES, ENGINE_VERSION, WORLD_PRESETS, World, WorldConfig
 from simulator.world.survey import find_biome
-from simulator.world.terrain import CHUNK, OCEAN, column
+from simulator.world.terrain import CHUNK, OCEAN, column, generate_chunk
 
 
 def varied_actions(n: int, seed: int = 0) -> list[Action]:
@@ -29,13 +28,16 @@ def test_same_seed_same_actions_bit_identical_frames():
     a, b = World(11, config), World(11, config)
     fa, fb = a.reset(), b.reset()
     assert np.array_equal(fa, fb)
-    changed = 0
     for action in varied_actions(100):
         fa, fb = a.step(action), b.step(action)
         assert np.array_equal(fa, fb)
-        changed += a.store.edited != set()
     assert np.array_equal(a.player.position, b.player.position)
-    assert a.store.edited and changed  # the run really broke/placed blocks
+    broken = placed = 0  # the run really broke and placed blocks
+    for key in a.store.edited:
+        now, before = a.store.chunk(*key), generate_chunk(11, *key)
+        broken += int(((now == 0) & (before != 0)).sum())
+        placed += int(((now != 0) & (now != before)).sum())
+    assert broken > 0 and placed > 0, (broken, placed)
 
 
 def test_threads_do_not_change_frames():
@@ -153,7 +155,6 @@ def test_terrain_ahead_reports_steps_and_walls():
     assert w.terrain_ahead() == "step"
     w.fill((8, 61, 7), (8, 61, 7), "dirt")
     assert w.terrain_ahead() == "wall"
-    assert SOLID.sum() >= 12
 
 
 def test_reset_undoes_edits_and_returns_to_spawn():
