@@ -127,3 +127,16 @@ def test_wades_in_water(arena):
     run(arena, Action(jump=True), 20)
     assert arena.player.position[1] > FLOOR + 0.5  # swims up
     assert np.isfinite(arena.player.position).all()
+
+
+def test_climbs_out_of_water_onto_a_bank(arena):
+    # a pool two deep whose water surface is level with the bank, as lakes are
+    arena.fill((2, FLOOR - 3, 7), (14, FLOOR - 3, 14), "stone")
+    arena.fill((2, FLOOR - 2, 7), (14, FLOOR - 1, 14), "water")
+    arena.teleport(8.5, 10.5, yaw=0.0)  # on the water, facing the bank at z < 7
+    run(arena, NOOP, 40)  # sinks to the pool floor
+    assert arena.player.position[1] == pytest.approx(FLOOR - 2)
+    assert arena.player.in_water and arena.player.position[1] < FLOOR
+    run(arena, Action(forward=True, jump=True), 40)
+    run(arena, NOOP, 20)
+    assert arena.player.position[2] < 7.0 and arena.player.position[1] == pytest.approx(FLOOR, abs=1e-6)

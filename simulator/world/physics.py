@@ -33,6 +33,7 @@ class PhysicsConfig:
     water_gravity: float = 0.02  # blocks per tick^2 in water
     water_drag: float = 0.8  # vertical velocity multiplier per tick in water
     swim_up: float = 0.06  # blocks per tick^2 while jump is held in water
+    water_exit_velocity: float = 0.3  # blocks per tick: jump in water against a wall climbs out (a bank)
     width: float = 0.6  # blocks, x and z extent of the box
     height: float = 1.8  # blocks
     eye_height: float = 1.62  # blocks above the feet
@@ -48,6 +49,7 @@ class Player:
     pitch: float = 0.0  # degrees, + looks up
     on_ground: bool = False
     in_water: bool = False
+    against_wall: bool = False  # a horizontal move was blocked in the last tick
     sneaking: bool = False
     slot: int = 0  # selected hotbar slot
 
@@ -130,7 +132,9 @@ def step_player(player: Player, action: Action, store: VoxelStore, config: Physi
     # vertical: jump or swim, then move, then gravity and drag
     vy = player.velocity[1]
     if player.in_water:
-        if action.jump:
+        if action.jump and player.against_wall:
+            vy = max(vy, config.water_exit_velocity)
+        elif action.jump:
             vy += config.swim_up
     elif action.jump and player.on_ground:
         vy = config.jump_velocity
@@ -139,11 +143,12 @@ def step_player(player: Player, action: Action, store: VoxelStore, config: Physi
     if _move_axis(store, pos, 1, vy, config):
         player.on_ground = vy < 0
         vy = 0.0
+    player.against_wall = False
     for axis, v in ((0, vx), (2, vz)):
         if v == 0.0:
             continue
         before = pos[axis]
-        _move_axis(store, pos, axis, v, config)
+        player.against_wall |= _move_axis(store, pos, axis, v, config)
         if action.sneak and player.on_ground and not _has_floor(store, pos, config):
             pos[axis] = before  # sneaking never walks off an edge
     if player.in_water:
