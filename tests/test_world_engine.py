@@ -78,6 +78,21 @@ def test_fast_ray_caster_matches_the_plain_dda(seed):
             assert differ.mean() == 0.0, f"{differ.sum()} of {differ.size} pixels differ"
 
 
+@pytest.mark.parametrize("seed", [5, 9])
+def test_fast_ray_caster_matches_the_plain_dda_anywhere(seed):
+    """Random places, heights (in the air, underground, under water), look directions and fovs."""
+    rng = np.random.default_rng(seed)
+    w = World(seed, WorldConfig(width=40, height=30, fov_deg=float(rng.uniform(30, 120))))
+    w.reset()
+    for k in range(10):
+        x, z = rng.uniform(-300, 300, 2)
+        w.teleport(x, z, yaw=rng.uniform(0, 360), pitch=float(rng.choice([-89, -45, -10, 0, 5, 30, 89])))
+        w.player.position[1] += (0.0, rng.uniform(-8, 0), rng.uniform(0, 40))[k % 3]
+        fast, ref = w.render(), w.render(reference=True)
+        differ = np.any(fast != ref, axis=2)
+        assert differ.sum() == 0, f"view {k} at {w.player.position}: {differ.sum()} pixels differ"
+
+
 @pytest.mark.parametrize("width,height", [(17, 23), (1, 1), (65, 33), (96, 64)])
 def test_frame_shape_and_dtype(width, height):
     w = World(2, WorldConfig(width=width, height=height))

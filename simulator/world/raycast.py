@@ -213,7 +213,7 @@ def trace(view: np.ndarray, top: int, heights: np.ndarray, macro: np.ndarray, px
         t_out = min(tmx, tmz, max_dist)
         y_low = py + dy * (t_out if dy < 0.0 else t_in)  # lowest point of the ray in this column
         if y_low >= heights[cx, cz]:
-            if y_low > top and dy >= 0.0:
+            if y_low >= top + 1 and dy >= 0.0:
                 break  # above everything and rising: sky
             mx, mz = cx // MACRO, cz // MACRO
             t_mx = ((mx + (sx > 0)) * MACRO - px) / dx if dx != 0.0 else _INF
