@@ -59,7 +59,7 @@ def test_golden_frame_hash():
     for action in varied_actions(20, seed=2):
         frame = w.step(action)
     digest = hashlib.sha256(frame.tobytes()).hexdigest()[:16]
-    assert ENGINE_VERSION == "1.1"
+    assert ENGINE_VERSION == "1.2"
     assert digest == GOLDEN, f"frame hash {digest} != golden {GOLDEN}: engine output changed"
 
 

@@ -21,7 +21,7 @@ from simulator.world.terrain import BIOMES, CHUNK, OCEAN, SNOWY_MOUNTAINS, WORLD
 from simulator.world.voxels import VoxelStore
 
 # Bump when terrain, physics or rendering change what a seed + actions produce.
-ENGINE_VERSION = "1.1"
+ENGINE_VERSION = "1.2"
 
 __all__ = ["BIOMES", "ENGINE_VERSION", "WORLD_PRESETS", "World", "WorldConfig"]
 
