@@ -205,3 +205,15 @@ def test_view_and_skip_maps_stay_consistent_with_the_chunks():
     side = s.heights.shape[0]
     assert s.macro.shape == (side // MACRO, side // MACRO)
     assert abs(w.player.position[0] - w.spawn[0]) + abs(w.player.position[2] - w.spawn[2]) > CHUNK
+
+
+def test_caption_names_what_is_looked_at_and_water():
+    w = World(5, WORLD_PRESETS["tiny"])
+    w.reset()
+    w.fill((2, 59, 2), (14, 59, 14), "stone")
+    w.fill((2, 60, 2), (14, 70, 14), "air")
+    w.fill((2, 60, 4), (14, 64, 4), "brick")
+    w.teleport(8.5, 8.5, yaw=0.0, pitch=0.0)
+    assert ", looking at brick, daytime" in w.caption()
+    w.fill((2, 60, 5), (14, 63, 14), "water")
+    assert w.caption().endswith("looking at brick, underwater, daytime")

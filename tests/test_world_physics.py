@@ -140,3 +140,26 @@ def test_climbs_out_of_water_onto_a_bank(arena):
     run(arena, Action(forward=True, jump=True), 40)
     run(arena, NOOP, 20)
     assert arena.player.position[2] < 7.0 and arena.player.position[1] == pytest.approx(FLOOR, abs=1e-6)
+
+
+@pytest.mark.parametrize("keys,blocks_per_second", [({"forward": True}, 4.317),
+                                                    ({"forward": True, "sprint": True}, 5.612),
+                                                    ({"forward": True, "sneak": True}, 1.295),
+                                                    ({"right": True, "sprint": True}, 4.317)])  # sprint is forward-only
+def test_walk_sprint_sneak_speeds(arena, keys, blocks_per_second):
+    start = arena.player.position.copy()
+    run(arena, Action(**keys), 20)  # one second
+    moved = np.linalg.norm(arena.player.position - start)
+    assert moved == pytest.approx(blocks_per_second, rel=1e-6)
+
+
+def test_turning_changes_the_walking_direction(arena):
+    arena.step(Action(yaw=20.0))
+    arena.step(Action(yaw=20.0))
+    arena.step(Action(yaw=20.0))
+    arena.step(Action(yaw=20.0))
+    arena.step(Action(yaw=10.0))  # yaw 90: facing +x
+    start = arena.player.position.copy()
+    run(arena, Action(forward=True), 10)
+    delta = arena.player.position - start
+    assert delta[0] == pytest.approx(4.317 / 2, rel=1e-6) and abs(delta[2]) < 1e-9
