@@ -220,10 +220,10 @@ class World:
 
     def caption(self) -> str:
         """Short text for the scene, e.g. "snowy mountains, looking at stone, daytime"."""
-        hit, (x, y, z), _ = self._pick(self.config.render_distance, _VISIBLE)
-        looking = f"looking at {B.BLOCK_NAMES[self.store.get(x, y, z)]}" if hit else "looking at the sky"
-        words = [self.biome().replace("_", " "), looking]
         eye = self.player.eye(self.config.physics)
-        if self.store.get(math.floor(eye[0]), math.floor(eye[1]), math.floor(eye[2])) == B.WATER:
-            words.append("underwater")
+        underwater = self.store.get(math.floor(eye[0]), math.floor(eye[1]), math.floor(eye[2])) == B.WATER
+        # under water the view goes through the water to what lies beyond it
+        hit, (x, y, z), _ = self._pick(self.config.render_distance, B.SOLID if underwater else _VISIBLE)
+        looking = f"looking at {B.BLOCK_NAMES[self.store.get(x, y, z)]}" if hit else "looking at the sky"
+        words = [self.biome().replace("_", " "), looking] + (["underwater"] if underwater else [])
         return ", ".join(words + ["daytime"])
