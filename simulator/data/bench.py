@@ -9,7 +9,9 @@ Three tables, appended to docs/benchmarks.md:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +24,12 @@ from simulator.world.engine import ENGINE_VERSION
 from simulator.data.shards import list_shards, read_shard
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (pool workers): load-independent."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def bench_collection(resolution: tuple[int, int], episodes: int, steps: int, workers: list[int],
                      tmp: Path) -> tuple[list[list[object]], Path]:
     rows, last = [], tmp
@@ -29,12 +37,14 @@ def bench_collection(resolution: tuple[int, int], episodes: int, steps: int, wor
         config = CollectConfig(episodes=episodes, steps=steps, resolution=resolution, seed=12345,
                                world_seeds=tuple(range(12345, 12345 + max(2, w))), episodes_per_shard=1,
                                engine_version=ENGINE_VERSION)
-        collect(config, tmp / "warmup", workers=w, progress=False)  # numba compile caches, worker start
+        # numba compile caches and the OS file cache: one episode per worker, not timed
+        collect(dataclasses.replace(config, episodes=w), tmp / f"warmup{w}", workers=w, progress=False)
         out = tmp / f"w{w}"
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
         collect(config, out, workers=w, progress=False)
-        seconds = time.perf_counter() - start
-        rows.append([w, episodes, episodes * steps, seconds, episodes * steps / seconds])
+        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+        frames = episodes * steps
+        rows.append([w, episodes, frames, seconds, frames / seconds, frames / cpu])
         last = out
     return rows, last
 
@@ -72,7 +82,7 @@ def bench_loader(shard_dir: Path, clip_frames: int) -> list[list[object]]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolution", type=parse_resolution, default=(64, 64))
-    parser.add_argument("--episodes", type=int, default=16)
+    parser.add_argument("--episodes", type=int, default=48)
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--notes", default="", help="appended to the recorded notes (e.g. 'machine shared')")
@@ -83,7 +93,7 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         rows, shard_dir = bench_collection(args.resolution, args.episodes, args.steps, args.workers, Path(tmp))
         record(f"Data collection, {H}x{W}", markdown_table(
-            ["workers", "episodes", "frames", "seconds", "frames/s"], rows),
+            ["workers", "episodes", "frames", "seconds", "frames/s (wall)", "frames per CPU-s"], rows),
             notes=f"{args.episodes} episodes x {args.steps} frames, human policy, one episode per shard. "
                   + args.notes)
         record(f"Shard format, {H}x{W} frames", markdown_table(
