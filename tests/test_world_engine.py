@@ -121,6 +121,16 @@ def test_spawn_is_on_land():
         assert w.biome() in BIOMES
 
 
+def test_bad_seed_and_config_are_rejected():
+    with pytest.raises(ValueError, match="64-bit"):
+        World(2**70)
+    with pytest.raises(ValueError, match="render distance"):
+        WorldConfig(render_distance=100.0, view_radius_chunks=2)
+    with pytest.raises(ValueError, match="resolution 0x5"):
+        WorldConfig(width=0, height=5)
+    assert World(-12345, WORLD_PRESETS["tiny"]).reset().shape == (24, 32, 3)  # negative seeds are fine
+
+
 def test_different_seeds_differ():
     a, b = World(0, WORLD_PRESETS["tiny"]).reset(), World(1, WORLD_PRESETS["tiny"]).reset()
     assert not np.array_equal(a, b)

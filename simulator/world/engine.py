@@ -65,6 +65,8 @@ _GROUND = (B.GRASS, B.DIRT, B.SAND, B.STONE, B.SNOW, B.SNOWY_GRASS, B.GRAVEL, B.
 
 class World:
     def __init__(self, seed: int, config: WorldConfig = WorldConfig()):
+        if not -2**63 <= int(seed) < 2**63:
+            raise ValueError(f"seed {seed} does not fit in a signed 64-bit integer")
         self.seed = int(seed)
         self.config = config
         self.player = Player()
