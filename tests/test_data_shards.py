@@ -52,7 +52,7 @@ def test_atomic_write_leaves_no_partial_shard(tmp_path, monkeypatch):
     def explode(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(np, "savez_compressed", explode)
+    monkeypatch.setattr(np.lib.format, "write_array", explode)
     with pytest.raises(OSError, match="disk full"):
         write_shard(tmp_path / "s.npz", [make_episode(rng)])
     assert list(tmp_path.iterdir()) == []  # neither the shard nor its temp file
@@ -153,3 +153,19 @@ def test_workers_and_ranks_cover_each_clip_once(tmp_path, workers, world_size):
     assert len(seen) == expected == 8 * 3
     assert len(set(seen)) == len(seen)  # no duplicates
     assert {e for e, _ in seen} == set(range(8))  # every episode
+
+
+@pytest.mark.parametrize("level", [0, 1, 6])
+def test_npz_writer_is_plain_numpy_at_any_level(tmp_path, level):
+    import io
+
+    from simulator.data.shards import write_npz
+
+    arrays = {"a": np.arange(1000, dtype=np.int16).reshape(10, 100), "b": np.frombuffer(b'{"x": 1}', np.uint8)}
+    buf = io.BytesIO()
+    write_npz(buf, arrays, compresslevel=level)
+    buf.seek(0)
+    with np.load(buf, allow_pickle=False) as z:
+        assert sorted(z.files) == ["a", "b"]
+        np.testing.assert_array_equal(z["a"], arrays["a"])
+        np.testing.assert_array_equal(z["b"], arrays["b"])

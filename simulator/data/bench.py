@@ -21,7 +21,7 @@ import numpy as np
 from simulator.benchlog import markdown_table, record
 from simulator.data.collect import CollectConfig, collect, parse_resolution
 from simulator.world.engine import ENGINE_VERSION
-from simulator.data.shards import list_shards, read_shard
+from simulator.data.shards import list_shards, read_shard, write_npz
 
 
 def _cpu_seconds() -> float:
@@ -52,12 +52,13 @@ def bench_collection(resolution: tuple[int, int], episodes: int, steps: int, wor
 def bench_format(shard_dir: Path) -> list[list[object]]:
     frames = np.concatenate([e.frames for p in list_shards(shard_dir) for e in read_shard(p)])  # [N, H, W, 3]
     rows = []
-    for name, save in (("np.savez", np.savez), ("np.savez_compressed", np.savez_compressed)):
+    for name, level in (("stored (np.savez)", 0), ("deflate 1 (shards)", 1), ("deflate 3", 3),
+                        ("deflate 6 (np.savez_compressed)", 6)):
         buf = io.BytesIO()
         start = time.perf_counter()
-        save(buf, frames=frames)
+        write_npz(buf, {"frames": frames}, compresslevel=level)
         write_s = time.perf_counter() - start
-        repeats = 5
+        repeats = 3
         start = time.perf_counter()
         for _ in range(repeats):
             buf.seek(0)
