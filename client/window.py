@@ -51,7 +51,8 @@ class FrameWindow:
         self.config = config or WindowConfig()
         height, width = resolution
         self.size = (width * self.config.scale, height * self.config.scale)
-        pygame.init()
+        pygame.display.init()  # display and fonts only: no audio device is opened
+        pygame.font.init()
         pygame.display.set_caption(title)
         self.screen = pygame.display.set_mode(self.size)
         self.font = pygame.font.Font(None, self.config.hud_font_px + 6)

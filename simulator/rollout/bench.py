@@ -45,10 +45,29 @@ def measure(backend: Backend, sessions: int, frames: int, warmup: int, fmt: str 
             "session_fps": frames / total_s, "total_fps": sessions * frames / total_s}
 
 
+def untrained_backend(sessions: int, device: str) -> Backend:
+    """The shipped architecture with random weights (DiT and tokenizer 'cpu' presets, 64x64)."""
+    import torch
+
+    from simulator.models.dit import build_dit
+    from simulator.models.tokenizer import Tokenizer, preset
+    from simulator.rollout.backend import DreamBackend, DreamConfig
+    from simulator.rollout.generator import Generator, GeneratorConfig
+
+    torch.manual_seed(0)
+    generator = Generator(build_dit("cpu"), Tokenizer(preset("cpu")), GeneratorConfig(resolution=(64, 64)),
+                          batch_size=sessions, device=device)
+    return DreamBackend(generator, DreamConfig(max_sessions=sessions, device=device),
+                        checkpoint="none (untrained 'cpu' presets)")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from simulator.serve.cli import add_backend_arguments
 
     add_backend_arguments(parser)
+    parser.add_argument("--untrained", action="store_true",
+                        help="time the shipped architecture (DiT and tokenizer 'cpu' presets) with random weights, "
+                             "before a trained checkpoint exists: speed does not depend on the weights")
     parser.add_argument("--frames", type=int, default=200, help="timed ticks per configuration")
     parser.add_argument("--warmup", type=int, default=10, help="untimed ticks first")
     parser.add_argument("--sessions", default="1,2,4", help="comma-separated session counts to measure")
@@ -67,7 +86,7 @@ def main(args: argparse.Namespace) -> int:
     counts = [int(c) for c in args.sessions.split(",")]
     if args.max_sessions is None:
         args.max_sessions = max(counts)
-    backend = make_backend(args)
+    backend = untrained_backend(args.max_sessions, args.device) if args.untrained else make_backend(args)
     if backend is None:
         return 1
     rows = []
@@ -77,7 +96,8 @@ def main(args: argparse.Namespace) -> int:
                      "yes" if m["session_fps"] >= TARGET_FPS else "no"])
     height, width = backend.resolution
     what = (f"engine backend (ground-truth voxel engine, not the model), {height}x{width}" if backend.name == "engine"
-            else f"dream backend, checkpoint {backend.checkpoint}, {height}x{width}")
+            else f"dream backend, checkpoint {backend.checkpoint}, {height}x{width}, "
+                 f"{backend.generator.config.steps} denoising steps, bf16 {backend.generator.config.bf16}")
     table = markdown_table(["sessions", "ms/tick (median)", "ms/tick (p99)", "frames/s per session",
                             "frames/s total", f">= {TARGET_FPS:.0f} fps per session"], rows)
     notes = (f"{what}. One tick = one batched backend step for all sessions + JPEG encoding of every frame "

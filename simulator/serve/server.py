@@ -129,6 +129,8 @@ class Server:
         """Worker thread: encode each session's frame once per requested format, write recordings."""
         out = []
         for session, frame, action, seq in jobs:
+            if session.closed:  # its player left during the step; its recorder is already closed
+                continue
             if session.recorder is not None:
                 session.recorder.write(frame, action, tick=session.tick, seq=seq, gen_ms=gen_ms)
             out.append((session, self._frame_messages(session, frame, action, seq, gen_ms)))
@@ -245,9 +247,14 @@ class Server:
                 drain.cancel()
         except ConnectionClosed:
             pass
-        except Exception:  # one connection's failure must never reach the others
+        except Exception as exc:  # one connection's failure must never reach the others
             log.exception("connection from %s failed", ws.remote_address)
-            await ws.close(1011, "internal error")
+            try:
+                await ws.send(P.pack(P.error(P.ProtocolError("internal", f"server error: {type(exc).__name__}",
+                                                             fatal=True))))
+                await ws.close(1011, "internal error")
+            except ConnectionClosed:
+                pass
 
     async def _read_hello(self, ws: ServerConnection) -> P.Hello | None:
         try:
