@@ -82,3 +82,15 @@ def test_command_line_arguments():
     assert C.config_from_args(args).worlds == (5, 6, 7)
     with pytest.raises(SystemExit):
         parser.parse_args(["--out", "x", "--episodes", "3", "--resolution", "64"])
+    assert C.config_from_args(parser.parse_args(["--out", "x", "--preset", "heldout"])).episodes == 48
+    with pytest.raises(SystemExit, match="leave out --steps"):
+        C.config_from_args(parser.parse_args(["--out", "x", "--preset", "heldout", "--steps", "9"]))
+    with pytest.raises(SystemExit, match="--episodes"):
+        C.config_from_args(parser.parse_args(["--out", "x"]))
+
+
+def test_dataset_presets_keep_heldout_worlds_out_of_training():
+    train = set(C.DATASET_PRESETS["train"].worlds)
+    assert train and max(train) < C.HELDOUT_WORLD_SEEDS_FROM
+    for name in ("heldout", "heldout_long"):
+        assert min(C.DATASET_PRESETS[name].worlds) >= C.HELDOUT_WORLD_SEEDS_FROM

@@ -16,6 +16,7 @@ settings is refused. On resume, complete shards are kept and the rest are made a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing as mp
 import os
@@ -70,6 +71,20 @@ class CollectConfig:
 
     def to_json(self) -> dict:
         return {**asdict(self), "resolution": list(self.resolution), "world_seeds": list(self.worlds)}
+
+
+# World seeds from here up are held out: nothing trains on them.
+HELDOUT_WORLD_SEEDS_FROM = 100_000
+
+# The team's datasets (docs/data.md): `patchworld collect --preset NAME --out data/NAME`.
+DATASET_PRESETS: dict[str, CollectConfig] = {
+    "train": CollectConfig(episodes=600, steps=64, seed=0, world_seeds=tuple(range(60)), episodes_per_shard=8),
+    "heldout": CollectConfig(episodes=48, steps=64, seed=HELDOUT_WORLD_SEEDS_FROM, episodes_per_shard=8,
+                             world_seeds=tuple(range(HELDOUT_WORLD_SEEDS_FROM, HELDOUT_WORLD_SEEDS_FROM + 8))),
+    # the first four held-out worlds again, with other start points and actions (another base seed)
+    "heldout_long": CollectConfig(episodes=4, steps=1200, seed=HELDOUT_WORLD_SEEDS_FROM + 500, episodes_per_shard=1,
+                                  world_seeds=tuple(range(HELDOUT_WORLD_SEEDS_FROM, HELDOUT_WORLD_SEEDS_FROM + 4))),
+}
 
 
 def shard_path(out: Path, shard: int) -> Path:
@@ -224,7 +239,9 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="shard directory (created; resumed if it exists)")
-    parser.add_argument("--episodes", type=int, required=True)
+    parser.add_argument("--preset", choices=sorted(DATASET_PRESETS),
+                        help="one of the team's datasets (docs/data.md); the settings below must then be left out")
+    parser.add_argument("--episodes", type=int, default=None, help="required without --preset")
     parser.add_argument("--steps", type=int, default=64, help="frames per episode (default 64)")
     parser.add_argument("--resolution", type=parse_resolution, default=(64, 64), help="HxW (default 64x64)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -239,7 +256,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="other episodes start at a random land point up to this many blocks from spawn")
 
 
+_SETTINGS = ("episodes", "steps", "resolution", "seed", "worlds", "world_seeds", "episodes_per_shard", "policy",
+             "spawn_share", "start_radius")
+
+
 def config_from_args(args: argparse.Namespace) -> CollectConfig:
+    if args.preset:
+        defaults = argparse.ArgumentParser()
+        add_arguments(defaults)
+        given = [name for name in _SETTINGS if getattr(args, name) != defaults.get_default(name)]
+        if given:
+            raise SystemExit(f"--preset {args.preset} fixes every setting; leave out --{given[0].replace('_', '-')}")
+        return dataclasses.replace(DATASET_PRESETS[args.preset], engine_version=ENGINE_VERSION)
+    if args.episodes is None:
+        raise SystemExit("collect: give --episodes N (or --preset NAME)")
     worlds = args.world_seeds or tuple(range(args.seed, args.seed + args.worlds))
     return CollectConfig(episodes=args.episodes, steps=args.steps, resolution=args.resolution, seed=args.seed,
                          world_seeds=worlds, episodes_per_shard=args.episodes_per_shard, policy=args.policy,
