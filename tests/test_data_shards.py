@@ -112,6 +112,7 @@ def test_clip_shapes_and_dtypes(tmp_path):
     ds = ClipDataset(tmp_path, clip_frames=6, seed=0)
     clips = list(ds)
     assert len(clips) == ds.num_clips() == 9 * 3  # 20 frames -> 3 clips of 6
+    assert ds.resolutions == {(8, 12)} and ds.engine_versions == {"test-1"} and ds.num_episodes == 9
     c = clips[0]
     assert c["frames"].dtype == torch.uint8 and c["frames"].shape == (6, 8, 12, 3)
     assert c["buttons"].dtype == torch.float32 and c["buttons"].shape == (6, A.BUTTON_DIM)

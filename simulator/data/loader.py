@@ -83,11 +83,13 @@ class ClipDataset(IterableDataset):
             raise FileNotFoundError(f"no *.npz shards under {self.root}")
         self._episodes: list[list[_EpisodeRef]] = []
         self.resolutions: set[tuple[int, int]] = set()
+        self.engine_versions: set[str] = set()  # more than one: frames from different engines are mixed
         for s, path in enumerate(self.shards):
             with ShardReader(path) as reader:  # reads the metadata only
                 self._episodes.append([_EpisodeRef(s, i, int(m["frames"]), int(m["seed"]))
                                        for i, m in enumerate(reader.episodes)])
                 self.resolutions |= {tuple(m["resolution"]) for m in reader.episodes}
+                self.engine_versions |= {m["engine_version"] for m in reader.episodes}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
