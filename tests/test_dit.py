@@ -126,6 +126,6 @@ def test_cache_pass_without_append_leaves_cache_alone():
 def test_presets_table():
     assert set(PRESETS) >= {"tiny", "cpu", "gpu"}
     n = sum(p.numel() for p in build_dit("cpu").parameters())
-    assert 5e6 < n < 20e6, f"cpu preset has {n / 1e6:.1f} M parameters, meant to be ~10 M"
+    assert 4e6 < n < 20e6, f"cpu preset has {n / 1e6:.1f} M parameters, meant to be 5-10 M"
     with pytest.raises(ValueError, match="unknown DiT preset"):
         build_dit("huge")

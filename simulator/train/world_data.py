@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from simulator.data.loader import encode_action_arrays
 from simulator.data.shards import ShardReader, list_shards
+from simulator.models.precision import autocast, use_bf16
 from simulator.models.tokenizer import Tokenizer
 
 
@@ -55,7 +56,7 @@ def encode_shards(root: str | Path, tokenizer: Tokenizer, cache_dir: str | Path,
             for i, meta in enumerate(reader.episodes):
                 frames = torch.from_numpy(reader.frames(i))  # uint8 [T, H, W, 3]
                 resolutions.add(tuple(frames.shape[1:3]))
-                with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+                with autocast(torch.device(device), use_bf16("auto", torch.device(device))):
                     parts = [tokenizer.encode(frames[s:s + batch].to(device)).float().cpu()
                              for s in range(0, len(frames), batch)]
                 latents.append(torch.cat(parts).to(torch.bfloat16))  # [T, C, h, w]

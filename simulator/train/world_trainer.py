@@ -3,7 +3,8 @@
 The objective (simulator/diffusion.py): every target frame gets its own noise level
 (diffusion forcing), every previous-latent input its own light context noise, and the network
 predicts the clean latent, weighted by the clamped signal-to-noise ratio. Mixed precision is
-bf16 autocast on CPU and CUDA alike (no loss scaling needed for bf16).
+bf16 autocast on CUDA and on CPUs with native bf16 (no loss scaling needed for bf16), fp32
+elsewhere (simulator/models/precision.py).
 
 Resumable state lives in one folder, no pickles: `model.safetensors` + `config.json` (the raw
 float32 weights), `ema.safetensors`, `optimizer.safetensors` (AdamW moments, one tensor per
@@ -23,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from simulator.checkpoint import load_checkpoint, save_checkpoint
 from simulator.diffusion import DiffusionConfig, add_noise, loss_weight, sample_context_levels, sample_levels
 from simulator.models.dit import DiT
+from simulator.models.precision import autocast, use_bf16
 from simulator.train.ddp import DistInfo, all_mean, wrap
 
 
@@ -41,13 +43,14 @@ class TrainConfig:
     save_every: int = 200  # steps between resumable checkpoints
     eval_every: int = 1000  # steps between held-out evaluations (and exports when they improve)
     sampler_steps: int = 4  # denoising steps at evaluation and in the shipped generator config
+    precision: str = "auto"  # "auto" (bf16 autocast where the hardware is fast at it), "bf16" or "fp32"
     seed: int = 0
 
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     "tiny": TrainConfig(model="tiny", clip_frames=4, batch_size=4, lr=1e-3, warmup_steps=10, ema_decay=0.9,
                         save_every=20, eval_every=40, log_every=5),
-    # the shipped CPU model: ~1 s per step on 2 cores in bf16, 8 x 64 tokens per clip
+    # the shipped CPU model: 8 target frames x 64 tokens per clip
     "cpu": TrainConfig(model="cpu", clip_frames=8, batch_size=12),
     # one GPU: wider model, longer clips, bigger batches
     "gpu": TrainConfig(model="gpu", clip_frames=16, batch_size=64, lr=2e-4, warmup_steps=1000,
@@ -68,6 +71,7 @@ class WorldTrainer:
         self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                             {"params": no_decay, "weight_decay": 0.0}],
                                            lr=cfg.lr, betas=(0.9, 0.99), fused=False)
+        self.bf16 = use_bf16(cfg.precision, info.device)
         self.step = 0
         self.noise_rng = torch.Generator(device=info.device).manual_seed(cfg.seed * 7919 + info.rank)
 
@@ -84,7 +88,7 @@ class WorldTrainer:
         prev_level = sample_context_levels((B, T), self.diffusion, g, dev)
         noise = torch.randn(x0.shape, generator=g, device=dev)
         prev_noise = torch.randn(x0.shape, generator=g, device=dev)
-        with torch.autocast(dev.type, dtype=torch.bfloat16):
+        with autocast(dev, self.bf16):
             pred = self.net(add_noise(x0, level, noise), add_noise(prev, prev_level, prev_noise), level, prev_level,
                             batch["buttons"][:, 1:].to(dev), batch["camera"][:, 1:].to(dev))
         per_frame = (pred.float() - x0).pow(2).mean(dim=(2, 3, 4))  # [B, T]
