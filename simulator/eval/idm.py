@@ -5,8 +5,11 @@ all; its accuracy on generated clips driven by the same actions says how well th
 obeys them (the ratio is the controllability). Its penultimate features also serve as the
 embedding for the Frechet distance between generated and engine frames (stability.py).
 
-Input: frames t-1 and t (uint8, resized to `IdmConfig.resolution`), stacked with their
-difference (motion is what the action explains). Output: one logit per camera bin on each
+Input: frames t-1 and t (uint8, resized to `IdmConfig.resolution`). Two paths read them: a
+correlation volume (how well the previous frame matches the current one under each horizontal
+and vertical shift, per image region, as in FlowNet's correlation layer), which makes camera
+motion and walking cheap to learn, and a small conv trunk on both frames and their difference
+for what is not a shift (a block broken or placed). Output: one logit per camera bin on each
 axis (yaw, pitch) and one logit per button of `IDM_BUTTONS`. The hotbar press, sneak and
 sprint are not predicted: the frames carry no HUD, and sneak/sprint mostly change speed, which
 is not readable from one frame pair.
@@ -32,15 +35,35 @@ _BUTTON_INDEX = [BUTTONS.index(b) for b in IDM_BUTTONS]  # columns of the multi-
 @dataclass
 class IdmConfig:
     resolution: int = 64  # frames are resized to resolution x resolution before the network
-    channels: tuple[int, ...] = (16, 32, 64, 128)  # one stride-2 conv block per entry (~12 M MACs per pair)
+    max_shift: int = 20  # pixels: the correlation looks for shifts up to this far (20 degrees ~ 18 px at 64 px)
+    regions: int = 4  # the correlation is averaged over regions x regions image regions
+    channels: tuple[int, ...] = (16, 32, 64)  # appearance trunk: one stride-2 conv block per entry, on half resolution
     feature_dim: int = 128  # width of the embedding used for the Frechet distance
     dropout: float = 0.1
 
 
 IDM_PRESETS: dict[str, IdmConfig] = {
-    "tiny": IdmConfig(resolution=32, channels=(8, 16), feature_dim=16),  # tests
+    "tiny": IdmConfig(resolution=32, max_shift=10, channels=(8, 16), feature_dim=32),  # tests
     "small": IdmConfig(),  # the shipped one (checkpoints/idm/)
 }
+
+
+def shift_costs(prev: torch.Tensor, cur: torch.Tensor, max_shift: int, regions: int) -> torch.Tensor:
+    """Correlation volume of two grey images [B, 1, R, R]: for every horizontal shift dx and every vertical
+    shift dy in -max_shift..max_shift, the mean |cur - prev moved by that shift| over each of regions x regions
+    image regions -> [B, 2 * (2 * max_shift + 1), regions, regions]. Turning moves the whole image one way
+    (one minimum everywhere), walking makes it expand or slide with parallax (minima that differ by region):
+    the heads read motion from the shape of these profiles instead of learning matching from scratch."""
+    m = max_shift
+    padded = F.pad(prev, (m, m, m, m), mode="replicate")  # [B, 1, R + 2m, R + 2m]
+    R = prev.shape[-1]
+    costs = []  # pooled right away: the full-resolution volume would be 2 * (2m + 1) images per pair
+    for dx in range(-m, m + 1):  # content that moved right by dx: compare cur(x) with prev(x - dx)
+        costs.append(F.adaptive_avg_pool2d((cur - padded[..., m:m + R, m - dx:m - dx + R]).abs(), regions))
+    for dy in range(-m, m + 1):
+        costs.append(F.adaptive_avg_pool2d((cur - padded[..., m - dy:m - dy + R, m:m + R]).abs(), regions))
+    volume = torch.cat(costs, dim=1)  # [B, 2 * (2m + 1), regions, regions]
+    return volume / (volume.mean(dim=1, keepdim=True) + 1e-3)  # the profile's shape, not the texture's contrast
 
 
 class InverseDynamics(nn.Module):
@@ -53,26 +76,33 @@ class InverseDynamics(nn.Module):
             layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(8 if c_out % 8 == 0 else 1, c_out),
                        nn.SiLU(), nn.Conv2d(c_out, c_out, 3, padding=1), nn.SiLU()]
             c_in = c_out
-        self.trunk = nn.Sequential(*layers)
-        side = config.resolution // 2 ** len(config.channels)
-        # flatten rather than pool: where in the image things moved tells turning from walking
-        self.embed = nn.Sequential(nn.Flatten(), nn.Dropout(config.dropout),
-                                   nn.Linear(c_in * side * side, config.feature_dim), nn.SiLU())
+        self.trunk = nn.Sequential(*layers, nn.Flatten())  # appearance: blocks appearing or vanishing, the ground
+        side = config.resolution // 2 // 2 ** len(config.channels)
+        n_corr = 2 * (2 * config.max_shift + 1) * config.regions**2
+        self.embed = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(c_in * side * side + n_corr, 2 * config.feature_dim),
+                                   nn.SiLU(), nn.Linear(2 * config.feature_dim, config.feature_dim), nn.SiLU())
         self.yaw = nn.Linear(config.feature_dim, CAMERA_BINS)
         self.pitch = nn.Linear(config.feature_dim, CAMERA_BINS)
         self.buttons = nn.Linear(config.feature_dim, len(IDM_BUTTONS))
 
     def prepare(self, prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
-        """uint8 [B, H, W, 3] pairs -> float [B, 9, R, R] network input."""
+        """uint8 [B, H, W, 3] pairs -> float [B, 9, R, R]: both frames in [-1, 1] and their (amplified) difference."""
         R = self.config.resolution
         x = torch.cat([prev, cur], dim=-1).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # [B, 6, H, W]
         if x.shape[-2:] != (R, R):
             x = F.interpolate(x, size=(R, R), mode="bilinear", align_corners=False, antialias=True)
-        return torch.cat([x, (x[:, 3:] - x[:, :3]) * 2.0], dim=1)  # [B, 9, R, R]; the difference amplified
+        return torch.cat([x, (x[:, 3:] - x[:, :3]) * 2.0], dim=1)  # [B, 9, R, R]
 
     def features(self, prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
         """uint8 [B, H, W, 3] pairs -> embedding [B, feature_dim]."""
-        return self.embed(self.trunk(self.prepare(prev, cur)))
+        x = self.prepare(prev, cur)
+        grey = torch.tensor([0.299, 0.587, 0.114], device=x.device)
+        g_prev = (x[:, 0:3] * grey[:, None, None]).sum(1, keepdim=True)  # [B, 1, R, R]
+        g_cur = (x[:, 3:6] * grey[:, None, None]).sum(1, keepdim=True)
+        with torch.no_grad():  # nothing to learn before the correlation: keep no graph
+            corr = shift_costs(g_prev, g_cur, self.config.max_shift, self.config.regions).flatten(1)
+        look = self.trunk(F.avg_pool2d(x, 2))  # [B, c * side * side], on half resolution
+        return self.embed(torch.cat([corr, look], dim=1))
 
     def forward(self, prev: torch.Tensor, cur: torch.Tensor) -> dict[str, torch.Tensor]:
         h = self.features(prev, cur)
@@ -124,7 +154,7 @@ def predict(model: InverseDynamics, frames: np.ndarray, batch_size: int = 256) -
 def accuracy(pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> dict[str, float]:
     """Per-head accuracy of predictions against targets (both for the same transitions).
 
-    Camera: exact bin and within one bin. Buttons: balanced accuracy (mean of the hit rates on
+    Camera: exact bin and within one bin, over all ticks and over the ticks where that axis moved. Buttons: balanced accuracy (mean of the hit rates on
     pressed and on unpressed ticks), so that a head that always says "not pressed" scores 0.5,
     not the button's absent rate; NaN for a button never (or always) pressed in the set.
     `action` is the mean over yaw, pitch and the button heads: the headline figure."""
@@ -133,6 +163,8 @@ def accuracy(pred: dict[str, np.ndarray], target: dict[str, np.ndarray]) -> dict
         diff = np.abs(pred[axis].astype(int) - target[axis].astype(int))
         res[f"{axis}_exact"] = float((diff == 0).mean())
         res[f"{axis}_within1"] = float((diff <= 1).mean())
+        moving = target[axis] != CAMERA_BINS // 2  # ticks where this axis turned: chance is ~3/20 here
+        res[f"{axis}_moving_within1"] = float((diff[moving] <= 1).mean()) if moving.any() else float("nan")
     pb, tb = pred["buttons"].astype(bool), target["buttons"] > 0.5
     for j, name in enumerate(IDM_BUTTONS):
         pos, neg = tb[:, j], ~tb[:, j]

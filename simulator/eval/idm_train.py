@@ -32,11 +32,11 @@ IDM_SEED_BASE = 9_000_000  # IDM world seeds are IDM_SEED_BASE + i: disjoint fro
 @dataclass
 class IdmTrainConfig:
     preset: str = "small"
-    train_episodes: int = 300
-    heldout_episodes: int = 32
+    train_episodes: int = 240
+    heldout_episodes: int = 24
     episode_frames: int = 64
     resolution: tuple[int, int] = (64, 64)  # engine frame size (H, W)
-    steps: int = 3000
+    steps: int = 2500
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.01

@@ -103,6 +103,10 @@ def run_probe(predictor: Predictor, probe: Probe, seed: int, resolution: tuple[i
     return {
         "seed": seed,
         "opening_ticks": len(opening),
+        # the whole script after the opening, not only its end (copy-last returns "perfectly" from a full
+        # circle): one PSNR of the mean squared error over those frames, [S', H, W, 3] -> [S' * H, W, 3]
+        "path_vs_engine_psnr": float(psnr(model[len(opening):].reshape(-1, *model.shape[2:]),
+                                          engine[len(opening):].reshape(-1, *engine.shape[2:]))),
         "return_vs_engine_psnr": float(psnr(model[-1], engine[-1])),
         "return_vs_engine_ssim": float(ssim(model[-1], engine[-1])),
         "return_vs_own_anchor_psnr": float(psnr(model[-1], model[anchor])),

@@ -152,9 +152,10 @@ def _control_md(r: dict) -> list[str]:
     idm = r.get("idm") or {}
     held = idm.get("heldout_accuracy")
     if held:
-        lines += [f"IDM accuracy on its own held-out engine worlds: action {_f(held['action'], 3)}, yaw exact "
-                  f"{_f(held['yaw_exact'], 3)}, pitch exact {_f(held['pitch_exact'], 3)}.", ""]
-    heads = ["action", "yaw_exact", "yaw_within1", "pitch_exact", "pitch_within1", *IDM_BUTTONS]
+        shown = ", ".join(f"{k} {_f(held[k], 3)}" for k in ("action", "yaw_exact", "pitch_exact", "forward") if k in held)
+        lines += [f"IDM accuracy on its own held-out engine worlds: {shown}.", ""]
+    heads = ["action", "yaw_exact", "yaw_within1", "yaw_moving_within1", "pitch_exact", "pitch_within1",
+             "pitch_moving_within1", *IDM_BUTTONS]
     for span, c in r["control"].items():
         copy = r["control_copy_last"][span]
         rows = [[h, _f(c["engine"][h], 3), _f(c["generated"][h], 3), _f(c["ratio"][h], 3), _f(copy["generated"][h], 3)]
@@ -166,12 +167,15 @@ def _control_md(r: dict) -> list[str]:
 
 def _probes_md(r: dict) -> list[str]:
     lines = ["## 4. Consistency probes", "",
-             "PSNR of the return frame against the engine's return frame, against the model's own anchor frame "
-             "(start, or right after the break), and the engine's own return-vs-anchor PSNR for reference.", ""]
-    rows = [[name, len(p["per_seed"]), _f(p["mean"]["return_vs_engine_psnr"]), _f(p["mean"]["return_vs_engine_ssim"], 3),
+             "Mean PSNR against the engine over the whole script; PSNR of the return frame against the engine's "
+             "return frame and against the model's own anchor frame (the start, or right after the break); and the "
+             "engine's own return-vs-anchor PSNR for reference (100 = the engine comes back exactly).", ""]
+    rows = [[name, len(p["per_seed"]), _f(p["mean"]["path_vs_engine_psnr"]), _f(p["mean"]["return_vs_engine_psnr"]),
+             _f(p["mean"]["return_vs_engine_ssim"], 3),
              _f(p["mean"]["return_vs_own_anchor_psnr"]), _f(p["mean"]["engine_return_vs_anchor_psnr"])]
             for name, p in r["probes"].items()]
-    lines += [markdown_table(["probe", "seeds", "vs engine PSNR", "vs engine SSIM", "vs own anchor PSNR",
+    lines += [markdown_table(["probe", "seeds", "whole path vs engine PSNR", "return vs engine PSNR",
+                              "return vs engine SSIM", "return vs own anchor PSNR",
                               "engine vs anchor PSNR"], rows), ""]
     lines += [f"![{name}](probe_{name}.png)" for name in r["probes"]] + [""]
     return lines

@@ -1,0 +1,106 @@
+"""The whole evaluation on a tiny random world model (the real Generator) through `patchworld eval --quick`:
+every figure lands in metrics.json and report.md, pictures are written, trained seeds are refused."""
+
+import json
+import math
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from simulator.checkpoint import save_checkpoint
+from simulator.cli import main as cli_main
+from simulator.eval.cli import parse_seeds
+from simulator.eval.idm import IDM_PRESETS, InverseDynamics
+from simulator.eval.pipeline import check_seeds
+from simulator.eval.probes import PROBES
+from simulator.eval.report import load_png
+from simulator.models.dit import build_dit
+from simulator.models.tokenizer import Tokenizer, preset
+
+TRAIN_SEEDS = [0, 1, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("ckpt")
+    Tokenizer(preset("tiny")).save(root / "world" / "tokenizer")
+    dit = build_dit("tiny")
+    save_checkpoint(root / "world", dit.state_dict(),
+                    {"kind": "world_model", "model": dit.config_dict(), "tokenizer": "tokenizer",
+                     "resolution": [64, 64], "train_seeds": TRAIN_SEEDS, "generator": {"steps": 2, "bf16": False}})
+    InverseDynamics(IDM_PRESETS["tiny"]).save(root / "idm", heldout_accuracy={"action": 0.5})
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(checkpoints, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    rc = cli_main(["eval", "--checkpoint", str(checkpoints / "world"), "--seeds", "100-102", "--out", str(out),
+                   "--quick", "--idm", str(checkpoints / "idm"), "--threads", "1"])
+    assert rc == 0
+    return out, json.loads((out / "metrics.json").read_text()), (out / "report.md").read_text()
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def test_metrics_json_holds_every_figure(report):
+    _, m, _ = report
+    assert m["seeds"] == [100, 101, 102]
+    for key in ("psnr", "ssim", "sharpness", "true_sharpness", "fd"):
+        assert _finite(m["tokenizer"][key]), key
+    for method in ("model", "copy-last", "copy-last-tokenizer"):
+        for key in ("psnr", "ssim", "sharpness", "fd"):
+            assert _finite(m["teacher_forced"][method][key]), (method, key)
+    roll = m["rollout"]
+    assert roll["horizons"] == list(range(1, 9)) and roll["episodes"] == 3
+    for method in ("model", "copy-last", "copy-last-tokenizer"):
+        for key in ("psnr_mean", "psnr_p25", "psnr_p75", "ssim_mean", "sharpness_mean"):
+            assert len(roll["methods"][method][key]) == 8 and all(map(_finite, roll["methods"][method][key]))
+    assert all(_finite(band[name]) for band in roll["fd_bands"] for name in ("model", "copy-last"))
+    for span in m["control"].values():
+        assert set(span) == {"engine", "generated", "ratio"} and _finite(span["generated"]["action"])
+    assert set(m["probes"]) == set(PROBES)
+    for probe in m["probes"].values():
+        assert all(map(_finite, probe["mean"].values()))
+    stab = m["stability"]
+    assert len(stab["series"]["model"]["sharpness"]) == 33 and stab["windows"]
+    assert all(_finite(w["fd"]) for w in stab["windows"])
+    assert set(stab["collapse_onset"]) == {"blur", "frozen", "colour_drift"}
+    assert m["speed"]["frames_per_second"] > 0
+    for key in ("generated_sharpness_ratio_min", "tokenizer_sharpness_ratio", "generated_fd_max_over_tokenizer_fd"):
+        assert _finite(m["issue8"][key]), key
+
+
+def test_report_markdown_and_pictures(report):
+    out, m, md = report
+    for heading in ("## 1. Tokenizer", "## 2. Fidelity", "## 3. Action following", "## 4. Consistency probes",
+                    "## 5. Stability", "## 6. Speed", "## Issue 8 targets"):
+        assert heading in md
+    assert f"{m['teacher_forced']['model']['psnr']:.2f}" in md
+    for name in ("rollout_psnr", "rollout_ssim", "rollout_sharpness", "stability_colour", "stability_sharpness",
+                 "stability_motion", "stability_fd", "sharpness", *(f"probe_{p}" for p in PROBES)):
+        assert f"({name}.png)" in md, name
+        img = load_png(out / f"{name}.png")
+        assert img.ndim == 3 and img.std() > 5, name  # something was drawn
+    grid = load_png(out / "sharpness.png")
+    assert grid.shape[0] > grid.shape[1]  # 2 episodes x (true, tokenizer, generated) rows, 2 horizon columns
+
+
+def test_trained_seeds_are_refused(checkpoints, tmp_path):
+    with pytest.raises(ValueError, match=r"seeds \[2, 3\] are in the checkpoint's train_seeds"):
+        cli_main(["eval", "--checkpoint", str(checkpoints / "world"), "--seeds", "2-5", "--out", str(tmp_path),
+                  "--quick", "--idm", "none"])
+    check_seeds([10, 11], {"train_seeds": TRAIN_SEEDS})  # disjoint: accepted
+    check_seeds([1], {})  # a checkpoint that lists no training seeds refuses nothing
+
+
+def test_parse_seeds():
+    assert parse_seeds(["7", "10-12"]) == [7, 10, 11, 12]
+    with pytest.raises(ValueError, match="neither an integer"):
+        parse_seeds(["12-10"])
+    with pytest.raises(ValueError, match="repeat"):
+        parse_seeds(["1", "0-2"])
