@@ -74,9 +74,11 @@ TOKENIZER_PRESETS: dict[str, TokenizerConfig] = {
     # tests: a few thousand parameters, trains in seconds
     "tiny": TokenizerConfig(encoder_channels=(8, 16, 16), encoder_blocks=(0, 1, 0),
                             decoder_channels=(8, 16, 16), decoder_blocks=(0, 1, 0), latent_channels=4),
-    # the shipped CPU tokenizer: stride 4, 16x16x8 latents at 64x64; sized so that decoding one
-    # 64x64 frame fits in 3 ms on the 2-core CPU (see docs/training.md, "Tokenizer")
-    "cpu": TokenizerConfig(),
+    # the shipped CPU tokenizer: stride 4, 16x16x8 latents at 64x64. Narrow at full resolution,
+    # where every channel costs 16x what it costs at the latent's; sized by what this shared
+    # 2-core CPU can train in about an hour and decode in < 3 ms (docs/training.md, "Tokenizer")
+    "cpu": TokenizerConfig(encoder_channels=(16, 32, 64), encoder_blocks=(0, 1, 1),
+                           decoder_channels=(16, 32, 64), decoder_blocks=(1, 1, 2)),
     # GPU: wider and deeper, same stride and latent shape, so the world model is unchanged
     "gpu": TokenizerConfig(encoder_channels=(64, 128, 256), encoder_blocks=(1, 2, 2),
                            decoder_channels=(64, 128, 256), decoder_blocks=(2, 2, 2)),

@@ -64,4 +64,4 @@ def reconstruction_loss(recon: Tensor, target: Tensor, gradient_weight: float) -
     """L1 + gradient_weight * gradient L1, and its parts for logging."""
     l1 = (recon - target).abs().mean()
     grad = gradient_l1(recon, target) if gradient_weight > 0 else recon.new_zeros(())
-    return l1 + gradient_weight * grad, {"l1": float(l1), "grad": float(grad)}
+    return l1 + gradient_weight * grad, {"l1": float(l1.detach()), "grad": float(grad.detach())}

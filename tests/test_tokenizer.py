@@ -1,0 +1,193 @@
+"""Tokenizer: shape contracts, size errors, checkpoint round trips, latent normalisation,
+a tiny training run that learns, exact resume, and the train-tokenizer command end to end."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from simulator.actions import NOOP
+from simulator.data.shards import Episode, write_shard
+from simulator.models.tokenizer import Tokenizer, TokenizerConfig, preset
+from simulator.models.tokenizer_eval import comparison_grid, evaluate
+from simulator.models.tokenizer_trainer import TRAIN_PRESETS, TokenizerTrainer, build_trainer
+from simulator.train import tokenizer as train_cli
+
+
+def blocky_frames(n: int, h: int = 32, w: int = 32, seed: int = 0) -> np.ndarray:
+    """Synthetic frames like the engine's: a sky gradient over 4x4-pixel textured blocks."""
+    rng = np.random.default_rng(seed)
+    frames = np.empty((n, h, w, 3), np.uint8)
+    palette = rng.integers(30, 230, (6, 3))
+    for i in range(n):
+        horizon = int(rng.integers(h // 4, 3 * h // 4))
+        sky = np.linspace(200, 120, horizon)[:, None, None] * np.array([0.6, 0.8, 1.0])
+        frames[i, :horizon] = sky.astype(np.uint8)
+        blocks = palette[rng.integers(0, 6, (-(-(h - horizon) // 4), -(-w // 4)))]
+        ground = blocks.repeat(4, 0).repeat(4, 1)[: h - horizon, :w]
+        frames[i, horizon:] = np.clip(ground + rng.integers(-20, 20, ground.shape), 0, 255)
+    return frames
+
+
+@pytest.fixture
+def tiny() -> Tokenizer:
+    torch.manual_seed(0)
+    model = Tokenizer(preset("tiny")).eval()
+    # give the zero-initialised residual branches weights, so round trips are not trivially equal
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("h,w", [(32, 32), (16, 48), (40, 24), (64, 64)])
+def test_shapes_at_several_sizes(tiny: Tokenizer, h: int, w: int):
+    frames = torch.from_numpy(blocky_frames(2, h, w))
+    f, C = tiny.stride, tiny.latent_channels
+    with torch.inference_mode():
+        z = tiny.encode(frames)
+        x = tiny.decode(z)
+        out = tiny.decode_frames(z)
+    assert z.shape == (2, C, h // f, w // f) and z.dtype == torch.float32
+    assert x.shape == (2, 3, h, w) and float(x.min()) >= -1.0 and float(x.max()) <= 1.0
+    assert out.shape == (2, h, w, 3) and out.dtype == torch.uint8
+
+
+def test_sizes_not_a_multiple_of_the_stride_fail_with_the_size_and_stride(tiny: Tokenizer):
+    with pytest.raises(ValueError, match=r"30x32.*stride 4"):
+        tiny.encode(torch.zeros(1, 30, 32, 3, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"32x18.*stride 4"):
+        tiny.encode(torch.zeros(1, 32, 18, 3, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        tiny.encode(torch.zeros(1, 32, 32, 3))
+    with pytest.raises(ValueError, match=r"latents \[B, 4, h, w\]"):
+        tiny.decode(torch.zeros(1, 3, 8, 8))
+
+
+def test_config_checks_levels_and_stride():
+    assert preset("cpu").stride == 4 and TokenizerConfig(encoder_channels=(8, 8, 8, 8), encoder_blocks=(0,) * 4,
+                                                         decoder_channels=(8,) * 4, decoder_blocks=(0,) * 4).stride == 8
+    with pytest.raises(ValueError, match="one entry per level"):
+        TokenizerConfig(encoder_channels=(8, 16), encoder_blocks=(0, 1, 1))
+    with pytest.raises(ValueError, match="unknown tokenizer preset"):
+        preset("huge")
+
+
+def test_save_load_round_trip_gives_identical_outputs(tiny: Tokenizer, tmp_path):
+    frames = torch.from_numpy(blocky_frames(3, 32, 48))
+    tiny.set_latent_stats(torch.linspace(-0.5, 0.5, 4), torch.linspace(0.5, 2.0, 4))
+    tiny.save(tmp_path / "fp32", dtype=None, step=7)
+    loaded = Tokenizer.load(tmp_path / "fp32")
+    assert json.loads((tmp_path / "fp32" / "config.json").read_text())["step"] == 7
+    with torch.inference_mode():
+        z, z2 = tiny.encode(frames), loaded.encode(frames)
+        assert torch.equal(z, z2)
+        assert torch.equal(tiny.decode_frames(z), loaded.decode_frames(z2))
+    # the shipped form (bf16): reloading it and saving again changes nothing
+    loaded.save(tmp_path / "a")
+    a = Tokenizer.load(tmp_path / "a")
+    a.save(tmp_path / "b")
+    b = Tokenizer.load(tmp_path / "b")
+    with torch.inference_mode():
+        assert torch.equal(a.decode(a.encode(frames)), b.decode(b.encode(frames)))
+    assert b.config.latent_scale == pytest.approx(torch.linspace(0.5, 2.0, 4).tolist())
+
+
+def test_load_refuses_other_checkpoints(tmp_path):
+    from simulator.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path, {"w": torch.zeros(2)}, {"kind": "dit"})
+    with pytest.raises(ValueError, match="does not hold a tokenizer"):
+        Tokenizer.load(tmp_path)
+
+
+def test_latent_normalisation_gives_unit_variance(tiny: Tokenizer):
+    frames = torch.from_numpy(blocky_frames(64, 32, 32, seed=1))
+    trainer = TokenizerTrainer(tiny, TRAIN_PRESETS["tiny"], torch.device("cpu"))
+    with torch.inference_mode():
+        raw_std = tiny.encode(frames).std(dim=(0, 2, 3))
+    trainer.measure_latent_stats(frames)
+    with torch.inference_mode():
+        z = tiny.encode(frames)  # [N, C, h, w]
+    assert not torch.allclose(raw_std, torch.ones_like(raw_std), atol=0.2)  # the test is not vacuous
+    assert torch.allclose(z.mean(dim=(0, 2, 3)), torch.zeros(4), atol=0.05)
+    assert torch.allclose(z.std(dim=(0, 2, 3)), torch.ones(4), atol=0.05)
+
+
+def test_tiny_training_run_lowers_the_loss():
+    torch.manual_seed(0)
+    frames = torch.from_numpy(blocky_frames(64, 32, 32, seed=2))
+    trainer = build_trainer(preset("tiny"), TRAIN_PRESETS["tiny"], torch.device("cpu"))
+    before = evaluate(trainer.model, frames.numpy())
+    losses = [trainer.train_step(frames[torch.randint(64, (8,))])["l1"] for _ in range(150)]
+    after = evaluate(trainer.model, frames.numpy())
+    assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10]), (losses[:10], losses[-10:])
+    assert after["psnr"] > before["psnr"] + 3, (before, after)
+
+
+def test_resume_continues_exactly(tmp_path):
+    cfg = TRAIN_PRESETS["tiny"]
+    frames = torch.from_numpy(blocky_frames(16, 32, 32, seed=3))
+    torch.manual_seed(0)
+    a = build_trainer(preset("tiny"), cfg, torch.device("cpu"), total_steps=20)
+    for _ in range(3):
+        a.train_step(frames[:8])
+    a.save_state(tmp_path / "last")
+    b = TokenizerTrainer.resume(tmp_path / "last", torch.device("cpu"), total_steps=20)
+    assert b.step == 3 and b.opt.state_dict()["state"][0]["exp_avg"].abs().sum() > 0
+    for t in (a, b):
+        torch.manual_seed(1)
+        t.train_step(frames[8:])
+    for (name, pa), pb in zip(a.model.named_parameters(), b.model.parameters()):
+        assert torch.equal(pa, pb), f"{name} differs after resume: max {(pa - pb).abs().max()}"
+
+
+def test_discriminator_path_trains_and_resumes(tmp_path):
+    from dataclasses import replace
+
+    cfg = replace(TRAIN_PRESETS["tiny"], adv_weight=0.1, adv_start=1, disc_channels=4)
+    trainer = build_trainer(preset("tiny"), cfg, torch.device("cpu"))
+    frames = torch.from_numpy(blocky_frames(8, 32, 32))
+    logs = [trainer.train_step(frames) for _ in range(2)]
+    assert "g_adv" not in logs[0] and "d" in logs[1] and np.isfinite(logs[1]["d"])
+    trainer.save_state(tmp_path)
+    resumed = TokenizerTrainer.resume(tmp_path, torch.device("cpu"))
+    for pa, pb in zip(trainer.disc.parameters(), resumed.disc.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_comparison_grid_puts_reconstructions_under_originals():
+    a, b = blocky_frames(3, 8, 8), blocky_frames(3, 8, 8, seed=9)
+    grid = comparison_grid(a, b, columns=2, scale=1)
+    assert grid.shape == (2 * 2 * 10, 2 * 10, 3)
+    assert np.array_equal(grid[:8, 10:18], a[1]) and np.array_equal(grid[10:18, 10:18], b[1])
+
+
+def _write_dataset(root, seeds: list[int]) -> None:
+    for s, seed in enumerate(seeds):
+        frames = blocky_frames(8, 32, 32, seed=seed)
+        write_shard(root / f"shard_{s:05d}.npz", [Episode(frames, [NOOP] * 8, seed, "plains", "test", "synthetic")])
+
+
+def test_train_tokenizer_command_evaluates_exports_and_resumes(tmp_path):
+    _write_dataset(tmp_path / "train", [0, 1])
+    _write_dataset(tmp_path / "heldout", [100000])
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    argv = ["--data", str(tmp_path / "train"), "--heldout", str(tmp_path / "heldout"), "--out", str(tmp_path / "run"),
+            "--preset", "tiny", "--export", str(tmp_path / "ship"), "--device", "cpu", "--eval-every", "2",
+            "--eval-frames", "8"]
+    assert train_cli.main(parser.parse_args(argv + ["--steps", "4"])) == 0
+    last = json.loads((tmp_path / "run" / "last" / "config.json").read_text())
+    assert last["step"] == 4 and [h["step"] for h in last["history"]] == [2, 4]
+    shipped = json.loads((tmp_path / "ship" / "config.json").read_text())
+    assert set(shipped["heldout_figures"]) >= {"psnr", "ssim", "sharpness_ratio"}
+    assert len(shipped["tokenizer"]["latent_scale"]) == 4
+    Tokenizer.load(tmp_path / "ship")
+    assert train_cli.main(parser.parse_args(argv + ["--steps", "6"])) == 0  # resumes at step 4
+    last = json.loads((tmp_path / "run" / "last" / "config.json").read_text())
+    assert last["step"] == 6 and [h["step"] for h in last["history"]] == [2, 4, 6]
