@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import signal
 from pathlib import Path
 
 from simulator.rollout.backend import DREAM_PRESETS, Backend, DreamBackend, EngineBackend
@@ -80,8 +81,11 @@ def main(args: argparse.Namespace) -> int:
         await server.start()
         print(f"patchworld serving the {backend.name} backend at ws://{config.host}:{server.port} "
               f"({backend.resolution[0]}x{backend.resolution[1]}, {backend.max_sessions} session slots)")
+        stopped = asyncio.get_running_loop().create_future()
+        # SIGTERM stops as cleanly as Ctrl-C: recordings are closed, viewers told
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set_result, None)
         try:
-            await asyncio.Future()  # until interrupted
+            await stopped
         finally:
             await server.stop()
 

@@ -79,11 +79,11 @@ class Server:
     async def stop(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
         for session in list(self.sessions.values()):
-            await self._end_session(session, "server stopping")
+            await self._end_session(session, "server stopping", tell_player=True)
+        if self._server is not None:
+            self._server.close()  # waits for each connection's handler, which flushes its `ended`
+            await self._server.wait_closed()
         self._worker.shutdown(wait=True)
 
     async def _backend(self, fn: Any, *args: Any) -> Any:
@@ -200,15 +200,15 @@ class Server:
         session.epoch += 1
         self._publish(session, await self._backend(self._begin_epoch, session))
 
-    async def _end_session(self, session: Session, reason: str) -> None:
+    async def _end_session(self, session: Session, reason: str, tell_player: bool = False) -> None:
         if session.closed:
             return
         session.closed = True
         self.sessions.pop(session.id, None)
         ended = P.pack({"type": "ended", "session": session.id, "reason": reason})
-        for viewer in session.viewers:
-            viewer.put_control(ended)
-            viewer.close(CLOSE_NORMAL, "session ended")
+        for outbox in session.outboxes() if tell_player else session.viewers:
+            outbox.put_control(ended)
+            outbox.close(CLOSE_NORMAL, "session ended")
         await self._backend(self._close_slot, session)
 
     def _close_slot(self, session: Session) -> None:
