@@ -41,7 +41,7 @@ def test_train_command_end_to_end_and_resume(tmp_path):
     assert (out / "samples" / "step0000006.mp4").stat().st_size > 0
     shipped = json.loads((export / "config.json").read_text())
     assert shipped["kind"] == "world_model" and shipped["world_seeds"] == [1, 2, 3] and shipped["steps"] == 6
-    assert shipped["tokenizer"] == "../tokenizer"
+    assert shipped["tokenizer"] == "tokenizer" and (export / "tokenizer" / "model.safetensors").exists()
 
     subprocess.run(command + ["--steps", "9"], check=True, capture_output=True)  # resumes at 6
     assert json.loads((out / "last" / "config.json").read_text())["step"] == 9

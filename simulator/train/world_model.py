@@ -3,6 +3,10 @@
     patchworld train --data data/train --heldout data/heldout --tokenizer checkpoints/tokenizer \\
         --preset cpu --out runs/world [--export checkpoints/world]
 
+The tokenizer folder is copied to OUT/tokenizer at the first start and used from there on
+(resumes included): the world model is tied to the exact latent space it was trained on, even
+while the tokenizer keeps training elsewhere. Exports carry that copy in EXPORT/tokenizer.
+
 Resumes from OUT/last if it exists. Every `eval_every` steps the EMA weights are evaluated on
 held-out worlds (figures beside copy-last), a rollout video is written to OUT/samples/, and
 when the teacher-forced PSNR improves the EMA weights are written (bf16) to OUT/best and, with
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -59,13 +63,26 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
     return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def _checkpoint_config(cfg: TrainConfig, model_cfg: dict, tokenizer: Tokenizer, tokenizer_dir: Path, out: Path,
+def _snapshot_tokenizer(source: Path, out: Path) -> Path:
+    """OUT/tokenizer: a copy of `source` made at the first start (see the module docstring)."""
+    snapshot = out / "tokenizer"
+    if not snapshot.exists():
+        tmp = out / "tokenizer.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp)
+        tmp.rename(snapshot)
+    elif (source / "model.safetensors").read_bytes() != (snapshot / "model.safetensors").read_bytes():
+        tqdm.write(f"note: {source} changed since this run started; training goes on with its copy in {snapshot}")
+    return snapshot
+
+
+def _checkpoint_config(cfg: TrainConfig, model_cfg: dict, tokenizer: Tokenizer, tokenizer_source: str,
                        resolution: tuple[int, int], seeds: list[int]) -> dict:
     """Everything needed to rebuild and run the model (docs/CONTRACTS.md, Checkpoints)."""
     generator = {"window_frames": cfg.clip_frames - 1, "steps": cfg.sampler_steps,
                  "context_noise": DiffusionConfig().context_noise}
     return {"kind": "world_model", "model": model_cfg, "diffusion": asdict(DiffusionConfig()), "train": asdict(cfg),
-            "generator": generator, "tokenizer": os.path.relpath(tokenizer_dir.resolve(), out.resolve()),
+            "generator": generator, "tokenizer": "tokenizer", "tokenizer_source": tokenizer_source,
             "tokenizer_stride": tokenizer.stride, "action_encoding_version": ENCODING_VERSION,
             "resolution": list(resolution), "clip_frames": cfg.clip_frames, "world_seeds": seeds}
 
@@ -87,8 +104,8 @@ def _evaluate_and_export(trainer: WorldTrainer, tokenizer: Tokenizer, clips, cfg
         config = {**base_config, "steps": trainer.step, "eval": figures, "eval_seeds": clips.seeds}
         targets = [out / "best"] + ([Path(args.export)] if args.export else [])
         for target in targets:
-            config["tokenizer"] = os.path.relpath(Path(args.tokenizer).resolve(), target.resolve())
             save_checkpoint(target, trainer.ema.state_dict(), config, dtype=torch.bfloat16)
+            shutil.copytree(out / "tokenizer", target / "tokenizer", dirs_exist_ok=True)  # the run's snapshot
     return best
 
 
@@ -98,15 +115,18 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = _train_config(args)
     out = Path(args.out)
-    tokenizer = Tokenizer.load(args.tokenizer, device=info.device)
-    if info.is_main:  # encode once, on rank 0; the others wait and read the same files
+    if info.is_main:  # snapshot and encode once, on rank 0; the others wait and read the same files
+        _snapshot_tokenizer(Path(args.tokenizer), out)
+    barrier(info)
+    tokenizer = Tokenizer.load(out / "tokenizer", device=info.device)
+    if info.is_main:
         encode_shards(args.data, tokenizer, out / "latents", device=info.device)
     barrier(info)
     train = LatentEpisodes.load(encode_shards(args.data, tokenizer, out / "latents", device=info.device))
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = build_dit(cfg.model, latent_channels=tokenizer.latent_channels)
     trainer = WorldTrainer(cfg, model, info)
-    base_config = _checkpoint_config(cfg, model.config_dict(), tokenizer, Path(args.tokenizer), out,
+    base_config = _checkpoint_config(cfg, model.config_dict(), tokenizer, str(args.tokenizer),
                                      train.resolution, sorted(set(train.seeds.tolist())))
     best = float("-inf")
     if (out / "last" / "trainer.json").exists():
