@@ -96,6 +96,8 @@ def test_trained_seeds_are_refused(checkpoints, tmp_path):
                   "--quick", "--idm", "none"])
     check_seeds([10, 11], {"train_seeds": TRAIN_SEEDS})  # disjoint: accepted
     check_seeds([1], {})  # a checkpoint that lists no training seeds refuses nothing
+    with pytest.raises(ValueError, match=r"seeds \[7\]"):
+        check_seeds([7, 8], {"world_seeds": [5, 6, 7]})  # the key the world-model trainer writes
 
 
 def test_parse_seeds():

@@ -46,9 +46,12 @@ EVAL_PRESETS: dict[str, EvalConfig] = {
 }
 
 
+TRAINED_SEED_KEYS: tuple[str, ...] = ("train_seeds", "world_seeds")  # world_seeds: what simulator/train/world_model.py writes
+
+
 def check_seeds(seeds: list[int], checkpoint_config: dict) -> None:
-    """Refuse evaluation seeds that the checkpoint's config lists as trained on ("train_seeds")."""
-    trained = set(int(s) for s in checkpoint_config.get("train_seeds", []))
+    """Refuse evaluation seeds that the checkpoint's config lists as trained on (any of TRAINED_SEED_KEYS)."""
+    trained = {int(s) for key in TRAINED_SEED_KEYS for s in checkpoint_config.get(key, [])}
     overlap = sorted(set(seeds) & trained)
     if overlap:
         raise ValueError(f"seeds {overlap[:10]}{' ...' if len(overlap) > 10 else ''} are in the checkpoint's "
