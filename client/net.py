@@ -144,7 +144,10 @@ class Client:
                 self.frames_received += 1
                 self._cond.notify_all()
             if self.on_frame is not None:
-                self.on_frame(ReceivedFrame(frame, image, now))
+                try:
+                    self.on_frame(ReceivedFrame(frame, image, now))
+                except Exception:  # a failing hook (e.g. a full disk) must not stop the stream
+                    log.exception("on_frame hook failed; the frame is still shown")
         elif kind == "error":
             self.errors.append(message)
             log.warning("server error %s: %s", message.get("code"), message.get("message"))

@@ -24,8 +24,6 @@ from client.window import FrameWindow, RateMeter, WindowConfig
 from simulator.rollout.recorder import Recorder, RecordingInfo
 from simulator.serve import protocol as P
 
-DEFAULT_CHECKPOINT = Path("checkpoints/world")
-
 
 @dataclass
 class PlayConfig:

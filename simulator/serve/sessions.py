@@ -11,7 +11,6 @@ import collections
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from simulator.actions import BUTTONS, CAMERA_MAX_DEG, Action
 from simulator.rollout.backend import StartCondition
@@ -146,7 +145,6 @@ class Session:
     recorder: Recorder | None = None
     live: bool = False  # ticks step it only once its start frame is out
     closed: bool = False
-    stats: dict[str, Any] = field(default_factory=dict)
 
     def outboxes(self) -> list[Outbox]:
         return [self.player, *self.viewers]
