@@ -17,7 +17,7 @@ import torch
 from simulator.eval.idm import InverseDynamics
 from simulator.eval.pipeline import EVAL_PRESETS, run_evaluation
 from simulator.eval.predictors import COPY_LAST, load_predictor
-from simulator.eval.report import write_report
+from simulator.eval.report import record_headline, write_report
 
 DEFAULT_IDM = Path("checkpoints/idm")
 DEFAULT_TOKENIZER = Path("checkpoints/tokenizer")
@@ -56,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", help="exploration-policy preset that plays the episodes")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--record", action="store_true", help="append the headline figures to docs/benchmarks.md")
+    parser.add_argument("--notes", default="", help="notes recorded with --record (e.g. 'machine shared/loaded')")
 
 
 def _tokenizer(args: argparse.Namespace, predictor):
@@ -89,5 +91,7 @@ def main(args: argparse.Namespace) -> int:
     results, pictures = run_evaluation(predictor, args.checkpoint, ckpt_config, seeds, config,
                                        tokenizer=_tokenizer(args, predictor), idm=idm, idm_info=idm_info)
     path = write_report(results, pictures, args.out)
+    if args.record:
+        record_headline(results, args.notes)
     print(f"wrote {path} and {Path(args.out) / 'metrics.json'}")
     return 0

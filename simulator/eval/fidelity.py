@@ -40,6 +40,14 @@ def pair_features(idm: InverseDynamics, prev: np.ndarray, cur: np.ndarray) -> np
                           for i in range(0, len(prev), 256)]).numpy()
 
 
+def transitions(clips: np.ndarray, first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (previous, current) frame pairs of transitions first..last (inclusive; transition h goes from
+    index h-1 to h) of every clip, flattened over clips: uint8 [E, T, H, W, 3] -> 2 x [E * (last-first+1), H, W, 3]."""
+    prev = np.ascontiguousarray(clips[:, first - 1:last]).reshape(-1, *clips.shape[2:])
+    cur = np.ascontiguousarray(clips[:, first:last + 1]).reshape(-1, *clips.shape[2:])
+    return prev, cur
+
+
 def _summary(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     return {"psnr": float(np.mean(psnr(pred, true))), "ssim": float(np.mean(ssim(pred, true))),
             "sharpness": float(np.mean(sharpness(pred)))}
@@ -56,10 +64,9 @@ def tokenizer_fidelity(tokenizer, frames: np.ndarray, idm: InverseDynamics | Non
     recon = reconstruct(tokenizer, frames)
     out = _summary(recon, frames)
     out["true_sharpness"] = float(np.mean(sharpness(frames)))
-    prev_t, cur_t = frames[:, :-1].reshape(-1, *frames.shape[2:]), frames[:, 1:].reshape(-1, *frames.shape[2:])
-    prev_r, cur_r = recon[:, :-1].reshape(-1, *frames.shape[2:]), recon[:, 1:].reshape(-1, *frames.shape[2:])
-    true_feats = pair_features(idm, prev_t, cur_t) if idm is not None else None
-    out["fd"] = _fd(idm, prev_r, cur_r, true_feats)
+    T = frames.shape[1]
+    true_feats = pair_features(idm, *transitions(frames, 1, T - 1)) if idm is not None else None
+    out["fd"] = _fd(idm, *transitions(recon, 1, T - 1), true_feats)
     return out
 
 
@@ -115,10 +122,9 @@ def _band_fds(true: np.ndarray, methods: dict[str, np.ndarray], idm: InverseDyna
         if lo > Hz:
             break
         hi = min(hi, Hz)
-        flat = lambda x, a, b: np.ascontiguousarray(x[:, a:b]).reshape(-1, *x.shape[2:])  # noqa: E731 [E*(b-a), H, W, 3]
-        true_feats = pair_features(idm, flat(true, lo - 1, hi), flat(true, lo, hi + 1))
+        true_feats = pair_features(idm, *transitions(true, lo, hi))
         row = {"band": [lo, hi]}
         for name, frames in methods.items():
-            row[name] = _fd(idm, flat(frames, lo - 1, hi), flat(frames, lo, hi + 1), true_feats)
+            row[name] = _fd(idm, *transitions(frames, lo, hi), true_feats)
         bands.append(row)
     return bands

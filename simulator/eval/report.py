@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from simulator.benchlog import markdown_table
+from simulator.benchlog import markdown_table, record
 from simulator.eval.idm import IDM_BUTTONS
 from simulator.eval.plot import LineChart, Series, image_grid
 
@@ -237,3 +237,23 @@ def write_report(results: dict, pictures: dict, out_dir: str | Path) -> Path:
 def load_png(path: str | Path) -> np.ndarray:
     """A report PNG as uint8 [H, W, 3] (tests read pictures back with it)."""
     return np.asarray(Image.open(path).convert("RGB"))
+
+
+def record_headline(results: dict, notes: str = "") -> None:
+    """Append the headline figures (fidelity beside its baselines, sharpness, FD, control) to docs/benchmarks.md."""
+    r, roll = results, results["rollout"]
+    hs = [h for h in (1, 8, 32, 64) if h <= len(roll["horizons"])]
+    rows = []
+    for name, m in roll["methods"].items():
+        tf = r["teacher_forced"].get(name, {})
+        rows.append([METHOD_LABELS.get(name, name), _f(tf.get("psnr")), _f(tf.get("sharpness"))]
+                    + [f"{_f(m['psnr_mean'][h - 1])} / {_f(m['sharpness_mean'][h - 1], 1)}" for h in hs])
+    rows.append(["true frames", "", _f(r["teacher_forced"]["true"]["sharpness"]), *[
+        f"- / {_f(roll['true_sharpness_mean'][h - 1], 1)}" for h in hs]])
+    table = markdown_table(["method", "teacher-forced PSNR", "TF sharpness",
+                            *[f"rollout h={h} PSNR / sharpness" for h in hs]], rows)
+    control = r.get("control", {})
+    extra = [f"{span}: IDM action accuracy engine {_f(c['engine']['action'], 3)}, generated {_f(c['generated']['action'], 3)}"
+             for span, c in control.items()]
+    record(f"Evaluation of {r['checkpoint']} (seeds {r['seeds'][0]}..{r['seeds'][-1]}, {len(r['seeds'])} worlds)", table,
+           notes="\n".join(filter(None, [notes, *extra, f"Full report: metrics.json / report.md written by the same run."])))

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from simulator.eval.fidelity import pair_features
+from simulator.eval.fidelity import pair_features, transitions
 from simulator.eval.idm import InverseDynamics
 from simulator.eval.metrics import frechet_distance, sharpness
 from simulator.eval.rollouts import Rollouts
@@ -70,9 +70,8 @@ def stability(rollouts: Rollouts, idm: InverseDynamics | None, config: Stability
         w["frozen"] = motion_m < config.frozen_motion and motion_e > config.frozen_engine_motion
         w["colour_drift_flag"] = bool(drift.max() > config.drift_levels)
         if idm is not None:
-            flat = lambda x, a, b: np.ascontiguousarray(x[:, a:b]).reshape(-1, *x.shape[2:])  # noqa: E731 [E*(b-a), H, W, 3]
-            w["fd"] = frechet_distance(pair_features(idm, flat(gen, start - 1, end - 1), flat(gen, start, end)),
-                                       pair_features(idm, flat(true, start - 1, end - 1), flat(true, start, end)))
+            w["fd"] = frechet_distance(pair_features(idm, *transitions(gen, start, end - 1)),
+                                       pair_features(idm, *transitions(true, start, end - 1)))
         windows.append(w)
     onset = {}
     for flag in FLAGS:
