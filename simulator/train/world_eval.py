@@ -11,6 +11,7 @@ streaming Generator, so what is measured is what players get.
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,8 @@ import numpy as np
 import torch
 
 from simulator.actions import Action, from_arrays
+from simulator.benchlog import markdown_table, record
+from simulator.checkpoint import load_config
 from simulator.data.shards import ShardReader, list_shards
 from simulator.eval.metrics import psnr, sharpness
 from simulator.models.dit import DiT
@@ -123,3 +126,42 @@ def save_video(path: str | Path, true: np.ndarray, generated: np.ndarray, scale:
     path.parent.mkdir(parents=True, exist_ok=True)
     imageio.mimwrite(path, list(grid), fps=fps, macro_block_size=1)
     return path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", default="checkpoints/world", help="world-model checkpoint folder")
+    parser.add_argument("--heldout", default="data/heldout", help="held-out shard directory")
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the checkpoint's)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--note", default="", help="appended to the recorded notes (e.g. 'machine shared')")
+    parser.add_argument("--no-record", action="store_true", help="print only")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Evaluate a shipped checkpoint on held-out worlds and record the table in docs/benchmarks.md."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {"steps": args.steps} if args.steps else {}
+    gen = Generator.from_checkpoint(args.checkpoint, **overrides)
+    clips = load_eval_clips(args.heldout, args.clips, 4 + 16)
+    figures, _ = evaluate(gen.model, gen.tokenizer, clips, gen.config, gen.device, context=4)
+    config = load_config(args.checkpoint)
+    rows = [[name, value] for name, value in figures.items()]
+    table = markdown_table(["figure (held-out seeds %s)" % clips.seeds, "value"], rows)
+    notes = (f"World model {args.checkpoint}: {config.get('steps')} training steps, sampler steps "
+             f"{gen.config.steps}, {len(clips.seeds)} clips of 4 context + 16 generated frames at "
+             f"{gen.resolution[0]}x{gen.resolution[1]}. PSNR in dB; sharpness = mean |Laplacian|. " + args.note)
+    if args.no_record:
+        print(table + "\n\n" + notes)
+    else:
+        record("World model held-out figures", table, command="python -m simulator.train.world_eval " +
+               " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False, "")),
+               notes=notes)
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="evaluate a world-model checkpoint on held-out worlds")
+    add_arguments(parser)
+    raise SystemExit(main(parser.parse_args()))
