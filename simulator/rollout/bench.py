@@ -4,6 +4,7 @@ included (what the server does per tick), for 1..B sessions stepped together."""
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -97,7 +98,7 @@ def main(args: argparse.Namespace) -> int:
     height, width = backend.resolution
     what = (f"engine backend (ground-truth voxel engine, not the model), {height}x{width}" if backend.name == "engine"
             else f"dream backend, checkpoint {backend.checkpoint}, {height}x{width}, "
-                 f"{backend.generator.config.steps} denoising steps, bf16 {backend.generator.config.bf16}")
+                 f"generator {json.dumps(backend.generator.describe(), default=str)}")
     table = markdown_table(["sessions", "ms/tick (median)", "ms/tick (p99)", "frames/s per session",
                             "frames/s total", f">= {TARGET_FPS:.0f} fps per session"], rows)
     notes = (f"{what}. One tick = one batched backend step for all sessions + JPEG encoding of every frame "
