@@ -249,7 +249,11 @@ def main(args: argparse.Namespace) -> int:
         server = ServerThread(backend, ServerConfig(port=0)).start()
         url = server.url
     try:
-        client = Client(url, start=start, fmt=args.format)
+        try:
+            client = Client(url, start=start, fmt=args.format)
+        except (ConnectionError, OSError) as err:
+            print(f"could not join {url}: {err}")
+            return 1
         config = PlayConfig(window=WindowConfig(scale=args.scale), controls=CONTROL_PRESETS[args.controls],
                             record_dir=args.record_dir)
         print(f"session {client.session} on {url}: watch it with "

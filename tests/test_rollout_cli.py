@@ -131,3 +131,14 @@ def test_dream_backend_serves_and_rolls_out(tiny_checkpoint, tmp_path):
     backend = _dream(tiny_checkpoint)
     slot = backend.open(StartCondition(recording=out))
     assert backend.step({slot: NOOP})[slot].shape == (16, 16, 3)
+
+
+def test_long_dream_session_keeps_its_cache_flat(tiny_checkpoint):
+    backend = _dream(tiny_checkpoint, sessions=1)
+    slot = backend.open(StartCondition(seed=1))
+    window = backend.generator.config.window_frames
+    before = backend.generator.describe()["cache_bytes"]
+    for tick in range(3 * window):
+        backend.step({slot: ACTIONS[1 + tick % 20]})
+        assert int(backend.generator.cache.length[slot]) <= window
+    assert backend.generator.describe()["cache_bytes"] == before  # preallocated: nothing grows with time

@@ -72,7 +72,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=200, help="timed ticks per configuration")
     parser.add_argument("--warmup", type=int, default=10, help="untimed ticks first")
     parser.add_argument("--sessions", default="1,2,4", help="comma-separated session counts to measure")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--note", default="", help="appended to the recorded notes (e.g. 'machine shared')")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to docs/benchmarks.md")
 
@@ -80,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from simulator.serve.cli import make_backend
 
-    if args.threads is not None:
+    if args.untrained and args.threads is not None:
         import torch
 
         torch.set_num_threads(args.threads)

@@ -38,6 +38,8 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device for the model (cpu, cuda)")
     parser.add_argument("--sample-seed", type=int, help="seed of the model's sampling noise")
     parser.add_argument("--steps", type=int, help="denoising steps per frame (default: the checkpoint's)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads for the model (default: torch's); 1 is "
+                                                    "faster when other jobs load the cores")
 
 
 def make_backend(args: argparse.Namespace) -> Backend | None:
@@ -49,6 +51,10 @@ def make_backend(args: argparse.Namespace) -> Backend | None:
               f"model.safetensors).\nTrain one with `patchworld train`, pass --checkpoint DIR, or play the real "
               f"engine through the same server with --engine.")
         return None
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     preset = DREAM_PRESETS["gpu" if args.device.startswith("cuda") else "cpu"]
     config = dataclasses.replace(preset, device=args.device, max_sessions=args.max_sessions or preset.max_sessions)
     overrides = {k: v for k, v in (("seed", args.sample_seed), ("steps", args.steps)) if v is not None}
