@@ -136,9 +136,10 @@ def test_dream_backend_serves_and_rolls_out(tiny_checkpoint, tmp_path):
 def test_long_dream_session_keeps_its_cache_flat(tiny_checkpoint):
     backend = _dream(tiny_checkpoint, sessions=1)
     slot = backend.open(StartCondition(seed=1))
-    window = backend.generator.config.window_frames
+    cache = backend.generator.cache
     before = backend.generator.describe()["cache_bytes"]
-    for tick in range(3 * window):
+    for tick in range(3 * backend.generator.config.window_frames):
         backend.step({slot: ACTIONS[1 + tick % 20]})
-        assert int(backend.generator.cache.length[slot]) <= window
+        assert int(cache.length[slot]) <= cache.size  # tokens of the last window_frames frames at most
+    assert int(cache.length[slot]) == cache.size  # full: the oldest frames were dropped, not kept
     assert backend.generator.describe()["cache_bytes"] == before  # preallocated: nothing grows with time
