@@ -119,31 +119,32 @@ class Server:
         self.ticks += 1
         for s in sessions:
             s.tick += 1
-        jobs = [(s, frames[s.slot], actions[s.slot], seqs[s.id]) for s in sessions]
+        # formats are read here, on the loop thread that changes the viewer sets, not in the worker
+        jobs = [(s, frames[s.slot], actions[s.slot], seqs[s.id], s.formats()) for s in sessions]
         messages = await self._backend(self._encode_all, jobs, gen_ms)
         for session, per_format in messages:
             self._publish(session, per_format)
 
-    def _encode_all(self, jobs: list[tuple[Session, np.ndarray, Action, int]],
+    def _encode_all(self, jobs: list[tuple[Session, np.ndarray, Action, int, set[tuple[str, int]]]],
                     gen_ms: float) -> list[tuple[Session, dict[tuple[str, int], bytes]]]:
         """Worker thread: encode each session's frame once per requested format, write recordings."""
         out = []
-        for session, frame, action, seq in jobs:
+        for session, frame, action, seq, formats in jobs:
             if session.closed:  # its player left during the step; its recorder is already closed
                 continue
             if session.recorder is not None:
                 session.recorder.write(frame, action, tick=session.tick, seq=seq, gen_ms=gen_ms)
-            out.append((session, self._frame_messages(session, frame, action, seq, gen_ms)))
+            out.append((session, self._frame_messages(session, formats, frame, action, seq, gen_ms)))
         return out
 
-    def _frame_messages(self, session: Session, frame: np.ndarray, action: Action, seq: int,
-                        gen_ms: float) -> dict[tuple[str, int], bytes]:
+    def _frame_messages(self, session: Session, formats: set[tuple[str, int]], frame: np.ndarray, action: Action,
+                        seq: int, gen_ms: float) -> dict[tuple[str, int], bytes]:
         height, width = frame.shape[:2]
         return {(fmt, quality): P.pack(P.frame_message(P.Frame(
                     session=session.id, tick=session.tick, seq=seq, format=fmt, width=width, height=height,
                     data=encode_frame(frame, fmt, quality), gen_ms=round(gen_ms, 3), action=action,
                     epoch=session.epoch)))
-                for fmt, quality in session.formats()}
+                for fmt, quality in formats}
 
     # --- sessions ------------------------------------------------------------------------
 
@@ -159,7 +160,7 @@ class Server:
         session = Session(id=new_session_id(), slot=slot, start=start, player=outbox)
         self.sessions[session.id] = session
         outbox.put_control(self._welcome(session, "player", outbox))
-        self._publish(session, await self._backend(self._begin_epoch, session))
+        self._publish(session, await self._backend(self._begin_epoch, session, session.formats()))
         session.live = True
         return session
 
@@ -176,7 +177,7 @@ class Server:
             return StartCondition(image=decode_start_image(start.image))
         return StartCondition(seed=self.config.default_seed if start.seed is None else start.seed)
 
-    def _begin_epoch(self, session: Session) -> dict[tuple[str, int], bytes]:
+    def _begin_epoch(self, session: Session, formats: set[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
         """Worker thread: (re)start the recording; returns the start frame's (tick 0) messages."""
         frame = self.backend.frame(session.slot)
         if self.config.record_dir is not None:
@@ -187,7 +188,7 @@ class Server:
                                  checkpoint=self.backend.checkpoint, extra={"session": session.id})
             session.recorder = Recorder(Path(self.config.record_dir) / f"{session.id}-{session.epoch}", info)
             session.recorder.write(frame, NOOP, tick=0)
-        return self._frame_messages(session, frame, NOOP, session.merger.answered_seq, 0.0)
+        return self._frame_messages(session, formats, frame, NOOP, session.merger.answered_seq, 0.0)
 
     async def _reset_session(self, session: Session) -> None:
         start, session.pending_reset = session.pending_reset, None
@@ -198,7 +199,7 @@ class Server:
             return
         session.start, session.tick = start, 0
         session.epoch += 1
-        self._publish(session, await self._backend(self._begin_epoch, session))
+        self._publish(session, await self._backend(self._begin_epoch, session, session.formats()))
 
     async def _end_session(self, session: Session, reason: str, tell_player: bool = False) -> None:
         if session.closed:
