@@ -232,3 +232,27 @@ def test_server_records_each_session(tmp_path):
     assert len(rec.actions) >= 9 and rec.actions[0] == Action() and sum(a.forward for a in rec.actions) >= 8
     assert [t["tick"] for t in rec.ticks] == list(range(len(rec.ticks)))
     assert np.abs(rec.frames[0].astype(int) - start.image).mean() < 4  # lossy mp4 of the same start frame
+
+
+class _CountingBackend(EngineBackend):
+    """Records which slots each step call carried."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls: list[set[int]] = []
+
+    def step(self, actions):
+        self.calls.append(set(actions))
+        return super().step(actions)
+
+
+def test_sessions_are_stepped_together_in_one_call_per_tick():
+    backend = _CountingBackend(resolution=RESOLUTION, max_sessions=2, world_config=WORLD_PRESETS["tiny"])
+    with ServerThread(backend, ServerConfig(port=0)) as st:
+        with Client(st.url, start=P.Start(seed=1)) as a, Client(st.url, start=P.Start(seed=2)) as b:
+            _play(a, Action(forward=True), ticks=5)
+            _play(b, Action(back=True), ticks=5)
+            assert any(call == {0, 1} for call in backend.calls)  # both slots in one batched step
+            with pytest.raises(ConnectionError, match="full: all 2 session slots"):
+                Client(st.url)
+    assert all(len(call) <= 2 for call in backend.calls)
