@@ -47,12 +47,14 @@ def test_idm_checkpoint_round_trip(trained, tmp_path):
 
 
 def test_accuracy_is_balanced_and_counts_bins():
-    target = action_targets([NOOP, Action(forward=True, yaw=20.0), Action(yaw=-0.542), NOOP])
+    target = action_targets([NOOP, Action(forward=True, yaw=20.0), Action(yaw=-4.6332), NOOP])
     pred = {"yaw": target["yaw"].copy(), "pitch": target["pitch"].copy(),
             "buttons": np.zeros_like(target["buttons"], dtype=bool)}
     pred["yaw"][1] -= 1  # one bin off
     acc = accuracy(pred, target)
     assert acc["yaw_exact"] == 0.75 and acc["yaw_within1"] == 1.0 and acc["yaw_moving_within1"] == 1.0
+    still = {**pred, "yaw": np.full_like(pred["yaw"], CAMERA_BINS // 2)}  # never turning: half marks, not 0.5 exact
+    assert accuracy(still, target)["yaw_balanced"] == 0.5 and accuracy(still, target)["yaw_exact"] == 0.5
     assert acc["forward"] == 0.5  # never saying "pressed" is chance, however rare the button
     assert all(np.isnan(acc[b]) for b in IDM_BUTTONS if b != "forward")
     assert target["yaw"][0] == CAMERA_BINS // 2

@@ -21,8 +21,8 @@ from simulator.actions import CAMERA_BIN_CENTERS, NOOP, Action
 
 @dataclass
 class IdmSamplerConfig:
-    yaw_move_prob: float = 0.5  # share of ticks with a yaw move (bin uniform among non-zero bins)
-    pitch_move_prob: float = 0.35  # share of ticks with a pitch move
+    yaw_move_prob: float = 0.4  # share of ticks with a yaw move (bin uniform among non-zero bins)
+    pitch_move_prob: float = 0.3  # share of ticks with a pitch move
     pitch_limit_deg: float = 60.0  # refuse pitch moves that would leave +-this
     move_run_ticks: float = 8.0  # mean length of a held movement run (geometric)
     # movement runs: (forward, back, left, right) combinations and their weights

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from simulator.actions import Action
-from simulator.eval.idm import IDM_PRESETS, InverseDynamics, accuracy, action_targets, predict
+from simulator.actions import CAMERA_BINS, Action
+from simulator.eval.idm import IDM_BUTTONS, IDM_PRESETS, InverseDynamics, accuracy, action_targets, predict
 from simulator.eval.idm_data import IdmSamplerConfig, collect
 
 IDM_SEED_BASE = 9_000_000  # IDM world seeds are IDM_SEED_BASE + i: disjoint from training/eval seeds
@@ -32,7 +32,7 @@ IDM_SEED_BASE = 9_000_000  # IDM world seeds are IDM_SEED_BASE + i: disjoint fro
 @dataclass
 class IdmTrainConfig:
     preset: str = "small"
-    train_episodes: int = 240
+    train_episodes: int = 400
     heldout_episodes: int = 24
     episode_frames: int = 64
     resolution: tuple[int, int] = (64, 64)  # engine frame size (H, W)
@@ -41,6 +41,7 @@ class IdmTrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.01
     blur_prob: float = 0.5  # share of pairs blurred by a random 2x or 4x down-up sampling
+    brightness: float = 0.2  # both frames of a pair scaled by one factor in [1 - this, 1 + this]
     seed: int = 0
     sampler: IdmSamplerConfig = field(default_factory=IdmSamplerConfig)
 
@@ -72,6 +73,28 @@ def _blur(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
         y = F.interpolate(F.avg_pool2d(y, factor), size=(H, W), mode="bilinear", align_corners=False)
         out[rows] = y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).reshape(len(rows), 2, H, W, 3)
     return out
+
+
+_LEFT, _RIGHT = IDM_BUTTONS.index("left"), IDM_BUTTONS.index("right")
+
+
+def _mirror(pairs: torch.Tensor, yaw: torch.Tensor, buttons: torch.Tensor, gen: torch.Generator,
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mirror a random half of the pairs left-right, with their labels: the yaw bin flips sign and left and
+    right swap. The world looks alike in a mirror, so this doubles the data the IDM sees, and it cannot
+    learn "this world turns left"."""
+    flip = (torch.rand(len(pairs), generator=gen) < 0.5).to(pairs.device)
+    pairs = torch.where(flip[:, None, None, None, None], pairs.flip(3), pairs)  # [B, 2, H, W, 3], W flipped
+    yaw = torch.where(flip, CAMERA_BINS - 1 - yaw, yaw)  # the bins are symmetric around the middle one
+    swapped = buttons.clone()
+    swapped[:, [_LEFT, _RIGHT]] = buttons[:, [_RIGHT, _LEFT]]
+    return pairs, yaw, torch.where(flip[:, None], swapped, buttons)
+
+
+def _brightness(pairs: torch.Tensor, spread: float, gen: torch.Generator) -> torch.Tensor:
+    """Scale both frames of each pair by one random factor in [1 - spread, 1 + spread]."""
+    factor = (1 + spread * (2 * torch.rand(len(pairs), generator=gen) - 1)).to(pairs.device)
+    return (pairs.float() * factor[:, None, None, None, None]).round().clamp(0, 255).to(torch.uint8)
 
 
 def evaluate(model: InverseDynamics, episodes: list[tuple[np.ndarray, list[Action]]]) -> dict[str, float]:
@@ -109,9 +132,11 @@ def train(config: IdmTrainConfig, progress: bool = True, device: str = "cpu", wo
         e = torch.randint(0, E, (config.batch_size,), generator=gen).to(device)
         t = torch.randint(1, T, (config.batch_size,), generator=gen).to(device)
         pairs = _blur(torch.stack([frames[e, t - 1], frames[e, t]], dim=1), config.blur_prob, gen)  # [B, 2, H, W, 3]
+        pairs, yaw, buttons = _mirror(pairs, targets["yaw"][e, t], targets["buttons"][e, t], gen)
+        pairs = _brightness(pairs, config.brightness, gen)
         out = model(pairs[:, 0], pairs[:, 1])
-        loss = (F.cross_entropy(out["yaw"], targets["yaw"][e, t]) + F.cross_entropy(out["pitch"], targets["pitch"][e, t])
-                + F.binary_cross_entropy_with_logits(out["buttons"], targets["buttons"][e, t], pos_weight=pos_weight))
+        loss = (F.cross_entropy(out["yaw"], yaw) + F.cross_entropy(out["pitch"], targets["pitch"][e, t])
+                + F.binary_cross_entropy_with_logits(out["buttons"], buttons, pos_weight=pos_weight))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -16,6 +16,7 @@ from PIL import Image
 from simulator.benchlog import markdown_table, record
 from simulator.eval.idm import IDM_BUTTONS
 from simulator.eval.plot import LineChart, Series, image_grid
+from simulator.eval.predictors import COPY_LAST
 
 TABLE_HORIZONS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 METHOD_LABELS = {"model": "model", "copy-last": "copy-last", "copy-last-tokenizer": "copy-last via tokenizer"}
@@ -89,7 +90,7 @@ def _stability_charts(stab: dict) -> dict[str, LineChart]:
     return charts
 
 
-def _pictures(pictures: dict, out: Path) -> dict[str, Path]:
+def _pictures(pictures: dict, out: Path, model_label: str) -> dict[str, Path]:
     paths = {}
     pic = pictures["sharpness"]
     rows, labels = [], []
@@ -97,7 +98,7 @@ def _pictures(pictures: dict, out: Path) -> dict[str, Path]:
         kinds = [("true", pic["true"][e])]
         if pic["reconstructed"] is not None:
             kinds.append(("tokenizer", pic["reconstructed"][e]))
-        kinds.append(("generated", pic["generated"][e]))
+        kinds.append((model_label, pic["generated"][e]))
         for kind, frames in kinds:
             rows.append(list(frames))
             labels.append(f"ep {e} {kind}")
@@ -108,7 +109,7 @@ def _pictures(pictures: dict, out: Path) -> dict[str, Path]:
         S = len(frames["engine"])
         cols = sorted({0, S // 4, S // 2, 3 * S // 4, S - 1})
         grid = image_grid([[frames["engine"][i] for i in cols], [frames["model"][i] for i in cols]],
-                          ["engine", "model"], [f"tick {i + 1}" for i in cols])
+                          ["engine", model_label], [f"tick {i + 1}" for i in cols])
         paths[f"probe_{name}"] = out / f"probe_{name}.png"
         grid.save(paths[f"probe_{name}"])
     return paths
@@ -117,7 +118,9 @@ def _pictures(pictures: dict, out: Path) -> dict[str, Path]:
 # --- markdown ------------------------------------------------------------------------------
 
 def _fidelity_md(r: dict) -> list[str]:
-    lines = ["## 2. Fidelity", "", f"Teacher-forced next frame ({r['teacher_forced']['frames']} frames, true past as context):", ""]
+    lines = ["## 2. Fidelity", "", "PSNR here is the PSNR of the mean squared error over the frames (metrics.json also "
+             "holds the mean of per-frame PSNRs, `psnr_frame_mean`, which identical frames at the 100 dB cap inflate).", "",
+             f"Teacher-forced next frame ({r['teacher_forced']['frames']} frames, true past as context):", ""]
     tf = r["teacher_forced"]
     rows = [[METHOD_LABELS.get(k, k), _f(v["psnr"]), _f(v["ssim"], 3), _f(v["sharpness"]), _f(v.get("fd"))]
             for k, v in tf.items() if isinstance(v, dict) and "psnr" in v]
@@ -152,9 +155,10 @@ def _control_md(r: dict) -> list[str]:
     idm = r.get("idm") or {}
     held = idm.get("heldout_accuracy")
     if held:
-        shown = ", ".join(f"{k} {_f(held[k], 3)}" for k in ("action", "yaw_exact", "pitch_exact", "forward") if k in held)
+        shown = ", ".join(f"{k} {_f(held[k], 3)}" for k in ("action", "yaw_balanced", "yaw_moving_within1",
+                                                             "pitch_balanced", "forward", "attack") if k in held)
         lines += [f"IDM accuracy on its own held-out engine worlds: {shown}.", ""]
-    heads = ["action", "yaw_exact", "yaw_within1", "yaw_moving_within1", "pitch_exact", "pitch_within1",
+    heads = ["action", "yaw_balanced", "yaw_exact", "yaw_moving_within1", "pitch_balanced", "pitch_exact",
              "pitch_moving_within1", *IDM_BUTTONS]
     for span, c in r["control"].items():
         copy = r["control_copy_last"][span]
@@ -207,7 +211,7 @@ def write_report(results: dict, pictures: dict, out_dir: str | Path) -> Path:
     stab_charts = _stability_charts(results["stability"])
     for name, chart in {**charts, **stab_charts}.items():
         chart.save(out / f"{name}.png")
-    _pictures(pictures, out)
+    _pictures(pictures, out, "copy-last" if results["checkpoint"] == COPY_LAST else "generated")
 
     r = results
     lines = [f"# Evaluation of `{r['checkpoint']}`", "",
