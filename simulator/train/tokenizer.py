@@ -7,7 +7,7 @@ The training frames are loaded into memory once (38k 64x64 frames = 0.5 GB) and 
 random. Resumes from OUT/last if it exists. Every `--eval-every` steps: the latent statistics
 are re-measured, the held-out figures (PSNR, SSIM, sharpness ratio) computed, OUT/last written,
 and when the score improves the weights go (bf16) to OUT/best and, with --export, to the
-shipped folder, with the figures re-measured on the bf16 weights in its config.json.
+shipped folder, with their figures (measured on the bf16-rounded weights) in config.json.
 Imports no pygame/gymnasium/websockets, so it runs on a bare GPU box.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from simulator.models.tokenizer import TOKENIZER_PRESETS, Tokenizer, preset
+from simulator.models.tokenizer import TOKENIZER_PRESETS, Tokenizer, TokenizerConfig, preset
 from simulator.models.tokenizer_eval import evaluate, load_frames
 from simulator.models.tokenizer_trainer import TRAIN_PRESETS, TokenizerTrainer, build_trainer
 
@@ -85,10 +86,14 @@ def _open_trainer(args: argparse.Namespace, device: torch.device) -> tuple[Token
 
 def _checkpoint(trainer: TokenizerTrainer, args: argparse.Namespace, stats_frames: torch.Tensor,
                 heldout: np.ndarray, run: dict) -> dict[str, float]:
-    """Measure latent stats and held-out figures, write OUT/last, and OUT/best (+ export) if better."""
+    """Measure latent stats and held-out figures, write OUT/last, and OUT/best (+ export) if better.
+
+    The figures are measured once, on the weights rounded to bf16 exactly as they ship, so the
+    numbers in an exported config.json are those of the exported file."""
     trainer.model.eval()
     trainer.measure_latent_stats(stats_frames)
-    figures = evaluate(trainer.model, heldout)
+    shipped = _as_shipped(trainer.model)
+    figures = evaluate(shipped, heldout)
     trainer.model.train()
     run["history"].append({"step": trainer.step, **figures})
     improved = score(figures) > run.get("best_score", -1e9)
@@ -99,19 +104,18 @@ def _checkpoint(trainer: TokenizerTrainer, args: argparse.Namespace, stats_frame
              "heldout": str(args.heldout)}
     trainer.save_state(Path(args.out) / "last", figures=figures, **extra)
     if improved:
+        info = {"step": trainer.step, "train_seconds": round(run["train_seconds"]), "data": str(args.data),
+                "heldout": str(args.heldout), "resolution": list(heldout.shape[1:3]), "heldout_figures": figures}
         for target in [Path(args.out) / "best"] + ([Path(args.export)] if args.export else []):
-            _export(trainer.model, target, heldout, trainer.step, run["train_seconds"], args)
+            shipped.save(target, **info)
     return figures
 
 
-def _export(model: Tokenizer, target: Path, heldout: np.ndarray, step: int, seconds: float,
-            args: argparse.Namespace) -> None:
-    """bf16 weights plus the figures measured on exactly those (re-loaded) weights."""
-    info = {"step": step, "train_seconds": round(seconds), "data": str(args.data), "heldout": str(args.heldout),
-            "resolution": list(heldout.shape[1:3])}
-    model.save(target, **info)
-    shipped = Tokenizer.load(target, device=next(model.parameters()).device)
-    model.save(target, heldout_figures=evaluate(shipped, heldout), **info)
+def _as_shipped(model: Tokenizer) -> Tokenizer:
+    """A copy of `model` with its weights rounded to bf16 (the shipped form), computing in fp32."""
+    copy = Tokenizer(TokenizerConfig.from_dict(model.config.to_dict()))
+    copy.load_state_dict({k: v.detach().to(torch.bfloat16).float() for k, v in model.state_dict().items()})
+    return copy.to(next(model.parameters()).device).to(memory_format=torch.channels_last).eval()
 
 
 def main(args: argparse.Namespace) -> int:
@@ -131,7 +135,7 @@ def main(args: argparse.Namespace) -> int:
     stats_frames = train[stats_idx.to(train.device)]
     print(f"{len(train)} training frames {tuple(train.shape[1:3])}, {len(heldout)} held-out frames, device "
           f"{device}, {sum(p.numel() for p in trainer.model.parameters()) / 1e6:.2f} M parameters, "
-          f"train config {trainer.cfg}")
+          f"train config {trainer.cfg}", flush=True)
 
     rng = torch.Generator(device=train.device).manual_seed(args.seed * 100003 + trainer.step)
     deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
@@ -150,7 +154,7 @@ def main(args: argparse.Namespace) -> int:
             figures = _checkpoint(trainer, args, stats_frames, heldout, run)
             bar.write(f"step {trainer.step}: held-out PSNR {figures['psnr']:.2f} dB, SSIM {figures['ssim']:.4f}, "
                       f"sharpness {figures['sharpness']:.2f} / {figures['true_sharpness']:.2f} "
-                      f"(ratio {figures['sharpness_ratio']:.3f})")
+                      f"(ratio {figures['sharpness_ratio']:.3f})", file=sys.stderr)
             t_last = time.monotonic()  # evaluation time is not training time
     bar.close()
     if figures is None or run["history"][-1]["step"] != trainer.step:

@@ -1,0 +1,114 @@
+"""`patchworld bench tokenizer`: decode latency of one frame, batched encode throughput, and
+(with --heldout) reconstruction quality on held-out worlds plus the side-by-side PNG.
+
+    patchworld bench tokenizer [--checkpoint checkpoints/tokenizer] [--threads 2]
+    patchworld bench tokenizer --heldout data/heldout --png docs/tokenizer_recon.png
+
+Speed runs fp32 under `torch.inference_mode` with channels_last weights: on this CPU bf16
+convolutions are far slower than fp32 (docs/training.md). Targets (issue 3): one 64x64 frame
+decoded in <= 3 ms, >= 1,000 frames/s encoded in batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from simulator.benchlog import markdown_table, record
+from simulator.models.tokenizer import TOKENIZER_PRESETS, Tokenizer, preset
+from simulator.models.tokenizer_eval import load_frames, reconstruct, reconstruction_figures, save_comparison_png
+
+DECODE_TARGET_MS = 3.0
+ENCODE_TARGET_FPS = 1000.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", default="checkpoints/tokenizer",
+                        help="tokenizer folder; if missing, an untrained --preset model is timed")
+    parser.add_argument("--preset", default="cpu", choices=sorted(TOKENIZER_PRESETS))
+    parser.add_argument("--resolution", default="64x64", help="HxW of the timed frames")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=256, help="encode batch")
+    parser.add_argument("--repeats", type=int, default=200, help="timed single-frame decodes")
+    parser.add_argument("--heldout", default=None, help="held-out shards: also measure reconstruction quality")
+    parser.add_argument("--every", type=int, default=1, help="use every N-th held-out frame")
+    parser.add_argument("--png", default=None, help="write originals beside reconstructions here")
+    parser.add_argument("--notes", default="", help="appended to the recorded table (e.g. machine load)")
+    parser.add_argument("--no-record", action="store_true", help="print only; do not append to docs/benchmarks.md")
+
+
+def _model(args: argparse.Namespace) -> tuple[Tokenizer, str]:
+    if (Path(args.checkpoint) / "config.json").is_file():
+        return Tokenizer.load(args.checkpoint), args.checkpoint
+    return Tokenizer(preset(args.preset)).eval(), f"untrained preset {args.preset}"
+
+
+def _median_seconds(fn, repeats: int, warmup: int = 10) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+@torch.inference_mode()
+def time_tokenizer(model: Tokenizer, height: int, width: int, batch_size: int, repeats: int) -> dict[str, float]:
+    """Median ms to decode one frame to uint8, and frames/s encoding uint8 batches."""
+    model = model.to(memory_format=torch.channels_last)
+    model.check_size(height, width)
+    f = model.stride
+    z = torch.randn(1, model.latent_channels, height // f, width // f)
+    frames = torch.randint(0, 256, (batch_size, height, width, 3), dtype=torch.uint8)
+    decode_s = _median_seconds(lambda: model.decode_frames(z), repeats)
+    encode_s = _median_seconds(lambda: model.encode(frames), max(3, repeats // 40), warmup=2)
+    decode_batch_s = _median_seconds(lambda: model.decode_frames(model.encode(frames)), 3, warmup=1)
+    return {"decode_ms": 1e3 * decode_s, "encode_fps": batch_size / encode_s,
+            "roundtrip_fps": batch_size / decode_batch_s}
+
+
+def _quality(model: Tokenizer, args: argparse.Namespace, source: str) -> None:
+    frames = load_frames(args.heldout, every=args.every)
+    recons = reconstruct(model, frames)
+    q = reconstruction_figures(frames, recons)
+    rows = [[source, q["frames"], q["psnr"], q["ssim"], q["sharpness"], q["true_sharpness"], q["sharpness_ratio"]]]
+    table = markdown_table(["tokenizer", "held-out frames", "PSNR dB", "SSIM", "sharpness (recon)",
+                            "sharpness (true)", "sharpness ratio"], rows)
+    notes = ("Targets: PSNR >= 32 dB (issue 3), sharpness ratio >= 0.85 (issue 8). Held-out shards: "
+             f"{args.heldout} (world seeds never trained on). {args.notes}").strip()
+    if args.png:
+        pick = np.linspace(0, len(frames) - 1, 16).astype(int)
+        save_comparison_png(args.png, frames[pick], recons[pick])
+        notes += f" Picture: {args.png} (rows of originals, each above its reconstructions)."
+    if args.no_record:
+        print(table)
+    else:
+        record("Tokenizer reconstruction quality (held out)", table, notes=notes)
+
+
+def main(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    model, source = _model(args)
+    h, w = (int(v) for v in args.resolution.lower().split("x"))
+    s = time_tokenizer(model, h, w, args.batch_size, args.repeats)
+    params = sum(p.numel() for p in model.parameters())
+    rows = [[source, f"{h}x{w}", f"{model.latent_channels}x{h // model.stride}x{w // model.stride}",
+             f"{params / 1e6:.2f} M", args.threads, s["decode_ms"], s["encode_fps"], s["roundtrip_fps"]]]
+    table = markdown_table(["tokenizer", "frame", "latent", "params", "threads", "decode 1 frame ms (median)",
+                            f"encode frames/s (batch {args.batch_size})", "encode+decode frames/s"], rows)
+    verdict = (f"Targets: decode <= {DECODE_TARGET_MS} ms ({'met' if s['decode_ms'] <= DECODE_TARGET_MS else 'MISSED'}), "
+               f"encode >= {ENCODE_TARGET_FPS:.0f} frames/s "
+               f"({'met' if s['encode_fps'] >= ENCODE_TARGET_FPS else 'MISSED'}). fp32, inference_mode, channels_last.")
+    if args.no_record:
+        print(table + "\n" + verdict)
+    else:
+        record("Tokenizer speed", table, notes=f"{verdict} {args.notes}".strip())
+    if args.heldout:
+        _quality(model, args, source)
+    return 0
