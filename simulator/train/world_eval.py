@@ -12,7 +12,7 @@ streaming Generator, so what is measured is what players get.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -135,32 +135,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default="checkpoints/world", help="world-model checkpoint folder")
     parser.add_argument("--heldout", default="data/heldout", help="held-out shard directory")
     parser.add_argument("--clips", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the checkpoint's)")
+    parser.add_argument("--steps", default=None, help="sampler steps, comma-separated to compare (default: the checkpoint's)")
+    parser.add_argument("--eta", default=None, help="sampler eta, comma-separated to compare (default: the checkpoint's)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--note", default="", help="appended to the recorded notes (e.g. 'machine shared')")
     parser.add_argument("--no-record", action="store_true", help="print only")
+
+
+def _figures_table(settings: list[tuple[int, float]], results: list[dict[str, float]]) -> str:
+    """One column per sampler setting, one row per figure."""
+    header = ["figure"] + [f"steps {s}, eta {e:g}" for s, e in settings]
+    return markdown_table(header, [[name] + [r[name] for r in results] for name in results[0]])
 
 
 def main(args: argparse.Namespace) -> int:
     """Evaluate a shipped checkpoint on held-out worlds and record the table in docs/benchmarks.md."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = {"steps": args.steps} if args.steps else {}
-    gen = Generator.from_checkpoint(args.checkpoint, **overrides)
+    gen = Generator.from_checkpoint(args.checkpoint)
+    steps = [int(v) for v in args.steps.split(",")] if args.steps else [gen.config.steps]
+    etas = [float(v) for v in args.eta.split(",")] if args.eta else [gen.config.eta]
+    settings = [(s, e) for s in steps for e in etas]
     clips = load_eval_clips(args.heldout, args.clips, 4 + 16)
-    figures, _ = evaluate(gen.model, gen.tokenizer, clips, gen.config, gen.device, context=4)
+    results = []
+    for s, e in settings:
+        config = replace(gen.config, steps=s, eta=e)
+        results.append(evaluate(gen.model, gen.tokenizer, clips, config, gen.device, context=4)[0])
+    table = _figures_table(settings, results)
     config = load_config(args.checkpoint)
-    rows = [[name, value] for name, value in figures.items()]
-    table = markdown_table(["figure (held-out seeds %s)" % clips.seeds, "value"], rows)
-    notes = (f"World model {args.checkpoint}: {config.get('steps')} training steps, sampler steps "
-             f"{gen.config.steps}, {len(clips.seeds)} clips of 4 context + 16 generated frames at "
-             f"{gen.resolution[0]}x{gen.resolution[1]}. PSNR in dB; sharpness = mean |Laplacian|. " + args.note)
+    notes = (f"World model `{args.checkpoint}` after {config.get('steps')} training steps; held-out world seeds "
+             f"{clips.seeds}, {len(clips.seeds)} clips of 4 true context frames + 16 generated frames at "
+             f"{gen.resolution[0]}x{gen.resolution[1]}. PSNR in dB (per frame, then averaged; copy-last of a still "
+             f"frame counts 100 dB, hence the medians); sharpness = mean |Laplacian| of the grey image. " + args.note)
     if args.no_record:
         print(table + "\n\n" + notes)
     else:
-        record("World model held-out figures", table, command="python -m simulator.train.world_eval " +
-               " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False, "")),
-               notes=notes)
+        command = "python -m simulator.train.world_eval " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "note" and v not in (None, False, ""))
+        record("World model held-out figures", table, command=command, notes=notes)
     return 0
 
 
