@@ -1,5 +1,6 @@
 """`patchworld train` end to end on a few synthetic shards: encode, train, evaluate, export, resume."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from simulator.actions import NOOP, Action
 from simulator.data.shards import Episode, write_shard
 from simulator.models.tokenizer import Tokenizer, preset
 from simulator.rollout.generator import Generator
+from simulator.train import world_eval
 
 
 def _shards(root, seeds, T=24, size=16):
@@ -51,3 +53,8 @@ def test_train_command_end_to_end_and_resume(tmp_path):
     frames = np.zeros((2, 16, 16, 3), np.uint8)
     gen.start(0, frames, [NOOP, NOOP])
     assert gen.step({0: Action(forward=True)})[0].shape == (16, 16, 3)
+
+    parser = argparse.ArgumentParser()
+    world_eval.add_arguments(parser)
+    world_eval.main(parser.parse_args(["--checkpoint", str(export), "--heldout", str(tmp_path / "heldout"),
+                                       "--clips", "1", "--steps", "1,2", "--no-record"]))
