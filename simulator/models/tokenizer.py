@@ -76,7 +76,8 @@ TOKENIZER_PRESETS: dict[str, TokenizerConfig] = {
                             decoder_channels=(8, 16, 16), decoder_blocks=(0, 1, 0), latent_channels=4),
     # the shipped CPU tokenizer: stride 4, 16x16x8 latents at 64x64. Narrow at full resolution,
     # where every channel costs 16x what it costs at the latent's; sized by what this shared
-    # 2-core CPU can train in about an hour and decode in < 3 ms (docs/training.md, "Tokenizer")
+    # 2-core CPU can train in about an hour (docs/training.md, "Tokenizer"; speed in
+    # docs/benchmarks.md)
     "cpu": TokenizerConfig(encoder_channels=(16, 32, 64), encoder_blocks=(0, 1, 1),
                            decoder_channels=(16, 32, 64), decoder_blocks=(1, 1, 2)),
     # GPU: wider and deeper, same stride and latent shape, so the world model is unchanged
