@@ -191,3 +191,19 @@ def test_train_tokenizer_command_evaluates_exports_and_resumes(tmp_path):
     assert train_cli.main(parser.parse_args(argv + ["--steps", "6"])) == 0  # resumes at step 4
     last = json.loads((tmp_path / "run" / "last" / "config.json").read_text())
     assert last["step"] == 6 and [h["step"] for h in last["history"]] == [2, 4, 6]
+
+
+def test_bench_command_times_and_measures_quality_without_recording(tmp_path, capsys):
+    from simulator.models import tokenizer_bench
+
+    _write_dataset(tmp_path / "heldout", [100000])
+    Tokenizer(preset("tiny")).save(tmp_path / "tok")
+    parser = argparse.ArgumentParser()
+    tokenizer_bench.add_arguments(parser)
+    args = parser.parse_args(["--checkpoint", str(tmp_path / "tok"), "--resolution", "32x48", "--threads", "1",
+                              "--batch-size", "4", "--repeats", "3", "--heldout", str(tmp_path / "heldout"),
+                              "--png", str(tmp_path / "recon.png"), "--no-record"])
+    assert tokenizer_bench.main(args) == 0
+    out = capsys.readouterr().out
+    assert "decode 1 frame ms" in out and "sharpness ratio" in out and "| 8 |" in out  # 8 held-out frames
+    assert (tmp_path / "recon.png").stat().st_size > 0
