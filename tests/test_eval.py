@@ -57,7 +57,7 @@ def test_metrics_json_holds_every_figure(report):
             assert _finite(m["teacher_forced"][method][key]), (method, key)
     roll = m["rollout"]
     assert roll["horizons"] == list(range(1, 9)) and roll["episodes"] == 3
-    for method in ("model", "copy-last", "copy-last-tokenizer"):
+    for method in ("model", "copy-last", "copy-last-tokenizer", "tokenizer-reconstruction"):
         for key in ("psnr_mean", "psnr_p25", "psnr_p75", "ssim_mean", "sharpness_mean"):
             assert len(roll["methods"][method][key]) == 8 and all(map(_finite, roll["methods"][method][key]))
     assert all(_finite(band[name]) for band in roll["fd_bands"] for name in ("model", "copy-last"))

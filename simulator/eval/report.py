@@ -19,7 +19,8 @@ from simulator.eval.plot import LineChart, Series, image_grid
 from simulator.eval.predictors import COPY_LAST
 
 TABLE_HORIZONS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
-METHOD_LABELS = {"model": "model", "copy-last": "copy-last", "copy-last-tokenizer": "copy-last via tokenizer"}
+METHOD_LABELS = {"model": "model", "copy-last": "copy-last", "copy-last-tokenizer": "copy-last via tokenizer",
+                 "tokenizer-reconstruction": "true via tokenizer"}
 
 
 def _f(v: object, digits: int = 2) -> str:
@@ -71,10 +72,12 @@ def _stability_charts(stab: dict) -> dict[str, LineChart]:
     T = len(s["model"]["sharpness"])
     x = np.arange(T)
     colour = LineChart("Mean colour per frame (R, G, B): model vs engine", "frame", "mean level (0-255)")
+    rgb = ((200, 30, 30), (30, 150, 30), (30, 60, 200))  # each channel drawn in its own colour
     for c, name in enumerate("RGB"):
-        colour.add(Series(f"model {name}", x, np.array(s["model"]["colour_mean"])[:, c]))
+        colour.add(Series(f"model {name}", x, np.array(s["model"]["colour_mean"])[:, c], colour=rgb[c]))
     for c, name in enumerate("RGB"):
-        colour.add(Series(f"engine {name}", x, np.array(s["engine"]["colour_mean"])[:, c], dashed=True))
+        colour.add(Series(f"engine {name} (dashed)", x, np.array(s["engine"]["colour_mean"])[:, c], dashed=True,
+                          colour=rgb[c]))
     sharp = LineChart("Sharpness per frame", "frame", "mean |Laplacian|")
     sharp.add(Series("model", x, np.array(s["model"]["sharpness"])))
     sharp.add(Series("engine", x, np.array(s["engine"]["sharpness"]), dashed=True))
