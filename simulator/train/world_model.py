@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="cpu", choices=sorted(TRAIN_PRESETS))
     parser.add_argument("--out", default="runs/world", help="run folder (resumes from OUT/last)")
     parser.add_argument("--export", default=None, help="also write improved EMA weights here (e.g. checkpoints/world)")
+    parser.add_argument("--init", default=None,
+                        help="warm-start weights from this checkpoint folder (e.g. checkpoints/world) when OUT/last "
+                             "does not exist yet: how a new session continues the shipped model")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--steps", type=int, default=None, help="stop at this total step count")
@@ -131,7 +134,11 @@ def main(args: argparse.Namespace) -> int:
     best = float("-inf")
     if (out / "last" / "trainer.json").exists():
         trainer.load(out / "last")
-        best = json.loads((out / "last" / "config.json").read_text()).get("best_teacher_forced_psnr", best)
+        last_config = json.loads((out / "last" / "config.json").read_text())
+        best = last_config.get("best_teacher_forced_psnr", best)
+        base_config.update({k: last_config[k] for k in ("init", "init_steps") if k in last_config})
+    elif args.init:
+        base_config.update(init=str(args.init), init_steps=trainer.init_weights(args.init))
     # every rank draws its own clips; a resumed run continues with a fresh, step-dependent stream
     sampler = train.sampler(cfg.clip_frames, seed=(cfg.seed * 1_000_003 + trainer.step) * 1009 + info.rank)
     clips = load_eval_clips(args.heldout, args.eval_clips, EVAL_CONTEXT + EVAL_HORIZON) if info.is_main else None

@@ -131,6 +131,14 @@ class WorldTrainer:
         (directory / "trainer.json").write_text(json.dumps({"step": self.step, "param_groups": opt["param_groups"]},
                                                            indent=2) + "\n")
 
+    def init_weights(self, directory: str | Path) -> int:
+        """Warm start from a shipped checkpoint (weights only: it carries no optimizer state).
+        Model and EMA both start from its weights; returns the steps it was trained for."""
+        state, config = load_checkpoint(directory, device=self.info.device)
+        self.model.load_state_dict(state)
+        self.ema.load_state_dict(state)
+        return int(config.get("steps", 0)) + int(config.get("init_steps", 0))
+
     def load(self, directory: str | Path) -> dict[str, torch.Tensor]:
         """Restore from `save()`; returns the extra random states saved beside (e.g. the data sampler's)."""
         directory = Path(directory)
