@@ -27,6 +27,18 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def parse_resolution(text: str) -> tuple[int, int]:
+    """The one resolution format of every subcommand: "HEIGHTxWIDTH" ("64x64") -> (height, width),
+    the order of frame arrays [H, W, 3]."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"resolution {text!r}: expected HEIGHTxWIDTH, e.g. 64x64") from None
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"resolution {text!r}: both sides must be >= 1")
+    return height, width
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="patchworld", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -72,7 +72,7 @@ def test_headless_video(tmp_path):
     actions = tmp_path / "a.jsonl"
     save_actions(actions, [Action(), Action(forward=True), Action(yaw=8.0), Action(hotbar=1, use=True)])
     out = tmp_path / "v.mp4"
-    args = argparse.Namespace(seed=2, resolution=(33, 17), fov=70.0, parallel=False, frames=None, out=out,
+    args = argparse.Namespace(seed=2, resolution=(17, 33), fov=70.0, parallel=False, frames=None, out=out,
                               actions=actions)
     assert play.main(args) == 0
     reader = imageio.get_reader(str(out), format="ffmpeg")
@@ -83,8 +83,8 @@ def test_headless_video(tmp_path):
 
 
 def test_resolution_parsing():
-    from simulator.world.play import parse_resolution
+    from simulator.cli import parse_resolution
 
-    assert parse_resolution("65x33") == (65, 33)
-    with pytest.raises(argparse.ArgumentTypeError, match="WIDTHxHEIGHT"):
+    assert parse_resolution("33x65") == (33, 65)  # height x width, as frames are [H, W, 3]
+    with pytest.raises(argparse.ArgumentTypeError, match="HEIGHTxWIDTH"):
         parse_resolution("big")

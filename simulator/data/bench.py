@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from simulator.benchlog import markdown_table, record
-from simulator.data.collect import CollectConfig, collect, parse_resolution
+from simulator.cli import parse_resolution
+from simulator.data.collect import CollectConfig, collect
 from simulator.world.engine import ENGINE_VERSION
 from simulator.data.shards import list_shards, read_shard, write_npz
 

@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from simulator.actions import NOOP
+from simulator.cli import parse_resolution
 from simulator.data.policy import POLICY_PRESETS, ExplorerPolicy
 from simulator.data.shards import Episode, ShardError, ShardReader, write_shard
 from simulator.world.engine import ENGINE_VERSION, World, WorldConfig
@@ -210,17 +211,6 @@ def collect(config: CollectConfig, out: str | Path, workers: int = 1, progress: 
 
 
 # --- command line --------------------------------------------------------------------------
-
-def parse_resolution(text: str) -> tuple[int, int]:
-    """'64x64' (H x W) -> (64, 64)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"resolution {text!r} is not HxW, e.g. 64x64") from None
-    if h < 1 or w < 1:
-        raise argparse.ArgumentTypeError(f"resolution {text!r} must be positive")
-    return h, w
-
 
 def parse_seeds(text: str) -> tuple[int, ...]:
     """'1,5,9' or a half-open range '100000:100008'."""

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from simulator.benchlog import markdown_table, record
+from simulator.cli import parse_resolution
 from simulator.models.tokenizer import TOKENIZER_PRESETS, Tokenizer, preset
 from simulator.models.tokenizer_eval import load_frames, reconstruct, reconstruction_figures, save_comparison_png
 
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default="checkpoints/tokenizer",
                         help="tokenizer folder; if missing, an untrained --preset model is timed")
     parser.add_argument("--preset", default="cpu", choices=sorted(TOKENIZER_PRESETS))
-    parser.add_argument("--resolution", default="64x64", help="HxW of the timed frames")
+    parser.add_argument("--resolution", type=parse_resolution, default=(64, 64), help="HxW of the timed frames")
     parser.add_argument("--threads", default="1,2",
                         help="comma-separated torch thread counts, one row each (on a busy 2-core machine "
                              "2 threads at batch 1 stall on each other)")
@@ -96,7 +97,7 @@ def _quality(model: Tokenizer, args: argparse.Namespace, source: str) -> None:
 
 def main(args: argparse.Namespace) -> int:
     model, source = _model(args)
-    h, w = (int(v) for v in args.resolution.lower().split("x"))
+    h, w = args.resolution
     params = sum(p.numel() for p in model.parameters())
     rows, best_decode, best_encode = [], float("inf"), 0.0
     for threads in (int(t) for t in args.threads.split(",")):

@@ -12,17 +12,15 @@ import logging
 import signal
 from pathlib import Path
 
+from simulator.cli import parse_resolution
 from simulator.rollout.backend import DREAM_PRESETS, Backend, DreamBackend, EngineBackend
 
 DEFAULT_CHECKPOINT = Path("checkpoints/world")
 
 
-def parse_resolution(text: str) -> tuple[int, int]:
-    """"64x64" (height x width) -> (64, 64)."""
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"resolution {text!r}: expected HEIGHTxWIDTH, e.g. 64x64") from None
+def parse_even_resolution(text: str) -> tuple[int, int]:
+    """HEIGHTxWIDTH with even sides (H.264 recordings need them)."""
+    height, width = parse_resolution(text)
     if height < 2 or width < 2 or height % 2 or width % 2:
         raise argparse.ArgumentTypeError(f"resolution {text!r}: sides must be even and at least 2")
     return height, width
@@ -32,7 +30,7 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
                         help=f"world-model checkpoint folder (default {DEFAULT_CHECKPOINT})")
     parser.add_argument("--engine", action="store_true", help="run the real voxel engine instead of the model")
-    parser.add_argument("--resolution", type=parse_resolution, default=(64, 64),
+    parser.add_argument("--resolution", type=parse_even_resolution, default=(64, 64),
                         help="engine resolution HEIGHTxWIDTH (the model's comes from its checkpoint)")
     parser.add_argument("--max-sessions", type=int, help="session slots (dream: the batch stepped together)")
     parser.add_argument("--device", default="cpu", help="torch device for the model (cpu, cuda)")

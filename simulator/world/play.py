@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from simulator.actions import HOTBAR_SLOTS, Action, load_actions
+from simulator.cli import parse_resolution
 from simulator.world.bench import walk
 from simulator.world.engine import World, WorldConfig
 
@@ -22,20 +23,9 @@ TICK_RATE = 20  # Hz, one action and one frame per tick
 WINDOW_PX = 768  # the window's longer side; frames are upscaled by an integer factor to about this
 
 
-def parse_resolution(text: str) -> tuple[int, int]:
-    """"WxH" -> (W, H)."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"resolution {text!r}: expected WIDTHxHEIGHT, e.g. 256x256") from None
-    if w < 1 or h < 1:
-        raise argparse.ArgumentTypeError(f"resolution {text!r}: both sides must be >= 1")
-    return w, h
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="world seed")
-    parser.add_argument("--resolution", type=parse_resolution, default=(256, 256), help="render size WxH")
+    parser.add_argument("--resolution", type=parse_resolution, default=(256, 256), help="render size HEIGHTxWIDTH")
     parser.add_argument("--fov", type=float, default=70.0, help="vertical field of view, degrees")
     parser.add_argument("--parallel", action="store_true", help="render on numba's threads (idle machines)")
     parser.add_argument("--frames", type=int, help="headless: number of ticks to render")
@@ -113,7 +103,7 @@ def play_window(world: World) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    width, height = args.resolution
+    height, width = args.resolution
     world = World(args.seed, WorldConfig(width=width, height=height, fov_deg=args.fov, parallel=args.parallel))
     if args.out is None and args.frames is None and args.actions is None:
         play_window(world)
