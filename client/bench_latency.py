@@ -72,18 +72,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from simulator.serve.cli import make_backend
-    from simulator.serve.server import ServerConfig, ServerThread
+    from simulator.serve.cli import start_local_server
 
     if not os.environ.get("DISPLAY"):
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # headless: the display path still runs
     server, url, what = None, args.url, f"remote server {args.url}"
     if url is None:
-        backend = make_backend(args)
-        if backend is None:
+        server = start_local_server(args)
+        if server is None:
             return 1
-        server = ServerThread(backend, ServerConfig(port=0)).start()
-        url = server.url
+        url, backend = server.url, server.server.backend
         what = ("engine backend (ground-truth engine, not the model)" if backend.name == "engine"
                 else f"dream backend, checkpoint {backend.checkpoint}") + f", {backend.resolution[0]}x" \
                                                                            f"{backend.resolution[1]}, loopback"

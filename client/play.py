@@ -235,18 +235,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from simulator.serve.cli import make_backend
+    from simulator.serve.cli import start_local_server
 
     start = P.Start(image=args.image.read_bytes()) if args.image else P.Start(seed=args.seed)
     server = None
     url = args.url
     if url is None:
-        from simulator.serve.server import ServerConfig, ServerThread
-
-        backend = make_backend(args)
-        if backend is None:
+        server = start_local_server(args)
+        if server is None:
             return 1
-        server = ServerThread(backend, ServerConfig(port=0)).start()
         url = server.url
     try:
         try:

@@ -59,6 +59,15 @@ def make_backend(args: argparse.Namespace) -> Backend | None:
     return DreamBackend.from_checkpoint(args.checkpoint, config, **overrides)
 
 
+def start_local_server(args: argparse.Namespace):
+    """A server on a free loopback port over the backend the options ask for, in a background
+    thread (`patchworld play`, `patchworld bench latency`); None when the backend can't be made."""
+    from simulator.serve.server import ServerConfig, ServerThread
+
+    backend = make_backend(args)
+    return None if backend is None else ServerThread(backend, ServerConfig(port=0)).start()
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from simulator.serve.server import ServerConfig
 
