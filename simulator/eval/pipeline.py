@@ -75,6 +75,12 @@ def _picture_frames(rollouts: Rollouts, tokenizer, episodes: int = 2) -> dict:
             "reconstructed": reconstruct(tokenizer, true) if tokenizer is not None else None}
 
 
+def _train_steps(config: dict) -> int | None:
+    """All the steps a checkpoint was trained for, warm starts (`init_steps`) included."""
+    steps = config.get("train_steps", config.get("steps"))
+    return None if steps is None else int(steps) + int(config.get("init_steps", 0))
+
+
 def run_evaluation(predictor: Predictor, checkpoint: str, checkpoint_config: dict, seeds: list[int],
                    config: EvalConfig, tokenizer=None, idm: InverseDynamics | None = None,
                    idm_info: dict | None = None, progress: bool = True) -> tuple[dict, dict]:
@@ -84,7 +90,7 @@ def run_evaluation(predictor: Predictor, checkpoint: str, checkpoint_config: dic
     results: dict = {"checkpoint": str(checkpoint), "seeds": seeds, "config": asdict(c),
                      "machine": machine_description(), "python": platform.python_version(),
                      "date": datetime.datetime.now().isoformat(timespec="seconds"),
-                     "checkpoint_train_steps": checkpoint_config.get("train_steps", checkpoint_config.get("steps")),
+                     "checkpoint_train_steps": _train_steps(checkpoint_config),
                      "idm": idm_info if idm is not None else None,
                      "tokenizer_available": tokenizer is not None}
     episodes = engine_episodes(seeds, c.context + c.horizon, c.resolution, c.policy, c.warmup, progress)
