@@ -1,5 +1,6 @@
 """World-model training: a tiny model overfits one clip, resumable state round-trips, DDP under gloo."""
 
+import gc
 import os
 import socket
 
@@ -93,6 +94,11 @@ def _ddp_worker(rank: int, world_size: int, port: int, out: str) -> None:
         dist.all_gather(gathered, params)
         if rank == 0:
             torch.save({"replicas": gathered, "start": start}, out)
+        # Gloo aborts a process (SIGABRT) if the group is torn down while a peer's work is in
+        # flight; meet at a barrier and drop DDP's reducer before destroying the group.
+        del trainer
+        gc.collect()
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -70,5 +70,8 @@ def barrier(info: DistInfo) -> None:
 
 
 def shutdown(info: DistInfo) -> None:
+    """Leave the process group: every rank meets at a barrier first, because gloo aborts a
+    process (SIGABRT) whose group is destroyed while a peer still has work in flight."""
     if info.world_size > 1 and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
