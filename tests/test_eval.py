@@ -63,6 +63,13 @@ def test_metrics_json_holds_every_figure(report):
     assert all(_finite(band[name]) for band in roll["fd_bands"] for name in ("model", "copy-last"))
     for span in m["control"].values():
         assert set(span) == {"engine", "generated", "ratio"} and _finite(span["generated"]["action"])
+    cam = m["camera"]["methods"]
+    assert set(cam) == {"model", "copy-last", "tokenizer-reconstruction"}
+    assert [b["band"] for b in cam["model"]["bands"]] == [[1, 4], [5, 8]] and cam["model"]["all"]["band"] == [1, 8]
+    for axis in ("yaw", "pitch"):
+        assert _finite(cam["model"]["all"][axis]["slope"]) and cam["copy-last"]["all"][axis]["slope"] == 0.0, axis
+        assert cam["model"]["all"][axis]["ticks"] == 3 * 8
+    assert len(m["camera"]["shifts"]["model"]) == 3 and len(m["camera"]["shifts"]["model"][0]) == 8
     assert set(m["probes"]) == set(PROBES)
     for probe in m["probes"].values():
         assert all(map(_finite, probe["mean"].values()))
@@ -81,8 +88,10 @@ def test_report_markdown_and_pictures(report):
                     "## 5. Stability", "## 6. Speed", "## Issue 8 targets"):
         assert heading in md
     assert f"{m['teacher_forced']['model']['psnr']:.2f}" in md
+    assert "### The camera without the IDM: image shift" in md
     for name in ("rollout_psnr", "rollout_ssim", "rollout_sharpness", "stability_colour", "stability_sharpness",
-                 "stability_motion", "stability_fd", "sharpness", *(f"probe_{p}" for p in PROBES)):
+                 "stability_motion", "stability_fd", "sharpness", "camera_shift_scatter", "camera_slope",
+                 *(f"probe_{p}" for p in PROBES)):
         assert f"({name}.png)" in md, name
         img = load_png(out / f"{name}.png")
         assert img.ndim == 3 and img.std() > 5, name  # something was drawn

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from simulator.benchlog import machine_description
+from simulator.eval.camera import camera_following
 from simulator.eval.control import controllability
 from simulator.eval.episodes import engine_episodes
 from simulator.eval.fidelity import reconstruct, rollout_fidelity, teacher_forced_fidelity, tokenizer_fidelity
@@ -108,6 +109,8 @@ def run_evaluation(predictor: Predictor, checkpoint: str, checkpoint_config: dic
         results["control"] = controllability(idm, rolls, c.control_horizons)
         copy = Rollouts(rolls.true, np.broadcast_to(rolls.true[:, :1], rolls.true.shape), rolls.actions, rolls.seeds)
         results["control_copy_last"] = controllability(idm, copy, c.control_horizons)
+    references = {"tokenizer-reconstruction": reconstruct(tokenizer, rolls.true)} if tokenizer is not None else {}
+    results["camera"] = camera_following(rolls, references)  # the IDM-free check of the camera
 
     probes = run_probes(predictor, seeds[:c.probe_seeds], c.resolution, c.context, c.policy, c.warmup, progress)
     probe_frames = {name: entry.pop("example") for name, entry in probes.items()}

@@ -31,6 +31,7 @@ class Series:
     high: np.ndarray | None = None
     dashed: bool = False
     colour: tuple[int, int, int] | None = None  # None: the next colour of PALETTE
+    points: bool = False  # a scatter: a dot per (x, y), no line
 
 
 @dataclass
@@ -96,9 +97,10 @@ class LineChart:
             ok = np.isfinite(s.y)
             points = to_px(s.x[ok], s.y[ok])
             colour = self._colour(i)
-            if len(points) == 1:
-                px, py = points[0]
-                draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
+            if len(points) == 1 or s.points:
+                for px, py in points:
+                    draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=colour)
+                continue
             for j, (a, b) in enumerate(zip(points, points[1:])):
                 if not s.dashed or j % 2 == 0:
                     draw.line([a, b], fill=colour, width=2)

@@ -93,6 +93,27 @@ def _stability_charts(stab: dict) -> dict[str, LineChart]:
     return charts
 
 
+def _camera_charts(cam: dict) -> dict[str, LineChart]:
+    """A scatter of the model's image shift against the engine's per tick, and the slope per horizon band."""
+    shifts = {k: np.array(v) for k, v in cam["shifts"].items()}  # [E, horizon, 2] each
+    eng, gen = shifts["engine"].reshape(-1, 2), shifts["model"].reshape(-1, 2)
+    scatter = LineChart("Image shift per tick: model vs engine (same actions)", "engine shift (px)", "model shift (px)")
+    for i, axis in enumerate(("yaw (x)", "pitch (y)")):
+        scatter.add(Series(axis, eng[:, i], gen[:, i], points=True))
+    lim = float(np.nanmax(np.abs(eng))) if eng.size else 1.0
+    scatter.add(Series("same as the engine", np.array([-lim, lim]), np.array([-lim, lim]), dashed=True, colour=(0, 0, 0)))
+    slope = LineChart("Slope of model shift on engine shift per horizon band (1 = follows, 0 = ignores)",
+                      "horizon (band end)", "slope")
+    for name, m in cam["methods"].items():
+        if name == "copy-last":
+            continue
+        x = np.array([b["band"][1] for b in m["bands"]])
+        for axis in ("yaw", "pitch"):
+            slope.add(Series(f"{METHOD_LABELS.get(name, name)} {axis}", x, np.array([b[axis]["slope"] for b in m["bands"]],
+                                                                                   dtype=float), dashed=name != "model"))
+    return {"camera_shift_scatter": scatter, "camera_slope": slope}
+
+
 def _pictures(pictures: dict, out: Path, model_label: str) -> dict[str, Path]:
     paths = {}
     pic = pictures["sharpness"]
@@ -169,6 +190,37 @@ def _control_md(r: dict) -> list[str]:
                 for h in heads]
         lines += [f"Transitions {span.replace('_', ' ')} of every rollout (buttons: balanced accuracy, 0.5 = chance):", "",
                   markdown_table(["head", "engine", "generated", "ratio (controllability)", "copy-last"], rows), ""]
+    return lines + _camera_md(r)
+
+
+def _camera_md(r: dict) -> list[str]:
+    cam = r.get("camera")
+    if cam is None:
+        return []
+    lines = ["### The camera without the IDM: image shift", "",
+             "Per tick, the image shift between consecutive frames (phase correlation of the grey frames, sub-pixel), "
+             "on the engine's frames and on the generated frames driven by the same actions. Slope: least squares of "
+             "the model's shift on the engine's (1 = turns as far as the engine, 0 = ignores the camera, negative = the "
+             "wrong way); corr: their correlation; sign: on ticks where the engine's image moves by more than "
+             f"{cam['config']['turn_px']} px, the share where the model's moves the same way (frozen = 0). "
+             "`true via tokenizer` is the engine's own frames through the tokenizer: the most a model that draws "
+             "through it can score.", ""]
+    rows = []
+    for name, m in cam["methods"].items():
+        for b in m["bands"] + [m["all"]]:
+            if name == "copy-last" and b is not m["all"]:
+                continue
+            y, p = b["yaw"], b["pitch"]
+            rows.append([f"{b['band'][0]}-{b['band'][1]}", METHOD_LABELS.get(name, name), _f(y["slope"]), _f(y["corr"]),
+                         _f(y["sign_agreement"]), _f(p["slope"]), _f(p["corr"]), _f(p["sign_agreement"]),
+                         f"{y['turning_ticks']} / {p['turning_ticks']} of {y['ticks']}"])
+    lines += [markdown_table(["horizons", "frames", "yaw slope", "yaw corr", "yaw sign", "pitch slope", "pitch corr",
+                              "pitch sign", "engine-turning ticks (yaw / pitch)"], rows), ""]
+    a = cam["methods"]["model"]["all"]
+    lines += [f"Shift per commanded degree (all horizons): yaw engine {_f(a['yaw']['engine_px_per_degree'])}, model "
+              f"{_f(a['yaw']['generated_px_per_degree'])} px/deg; pitch engine {_f(a['pitch']['engine_px_per_degree'])}, "
+              f"model {_f(a['pitch']['generated_px_per_degree'])} px/deg.", "",
+              "![camera shift scatter](camera_shift_scatter.png)", "", "![camera slope](camera_slope.png)", ""]
     return lines
 
 
@@ -212,6 +264,8 @@ def write_report(results: dict, pictures: dict, out_dir: str | Path) -> Path:
               "rollout_ssim": _horizon_chart(roll, "ssim", "SSIM against the engine per horizon (band: episodes p25-p75)", "SSIM"),
               "rollout_sharpness": _sharpness_chart(roll)}
     stab_charts = _stability_charts(results["stability"])
+    if "camera" in results:
+        charts.update(_camera_charts(results["camera"]))
     for name, chart in {**charts, **stab_charts}.items():
         chart.save(out / f"{name}.png")
     _pictures(pictures, out, "copy-last" if results["checkpoint"] == COPY_LAST else "generated")

@@ -1,0 +1,73 @@
+"""The IDM-free camera check: the image-shift estimator finds known shifts, and the slope of a stream's
+shift on the engine's reads 1 for the engine's own frames (also blurred), -1 mirrored, 0 frozen."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from simulator.eval.camera import camera_following, image_shift
+from simulator.eval.episodes import engine_episodes
+from simulator.eval.rollouts import Rollouts
+
+CONTEXT, HORIZON = 1, 40
+
+
+@pytest.fixture(scope="module")
+def rollouts():
+    eps = engine_episodes([41, 42, 43, 44], CONTEXT + HORIZON, (64, 64), warmup=20, progress=False)
+    true = np.stack([ep.frames[CONTEXT - 1:] for ep in eps])  # [E, horizon + 1, H, W, 3]
+    return Rollouts(true, true.copy(), [ep.actions[CONTEXT:] for ep in eps], [ep.seed for ep in eps])
+
+
+def _textured(rng, size=96) -> np.ndarray:
+    """A smooth random RGB image uint8 [size, size, 3] (blocks of colour, blurred a little)."""
+    x = torch.from_numpy(rng.integers(0, 256, (1, 3, size // 8, size // 8)).astype(np.float32))
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
+
+
+def test_image_shift_finds_known_shifts():
+    rng = np.random.default_rng(0)
+    big = _textured(rng)
+    prev = big[16:80, 16:80]
+    cases = [(3, -2), (-7, 0), (0, 5), (12, 9)]
+    # cur(x, y) = prev(x - dx, y - dy): the content moved by (dx, dy)
+    cur = np.stack([big[16 - dy:80 - dy, 16 - dx:80 - dx] for dx, dy in cases])
+    est = image_shift(np.repeat(prev[None], len(cases), 0), cur)
+    np.testing.assert_allclose(est, np.array(cases, float), rtol=0.08, atol=0.2)  # large shifts read ~5% short
+    assert np.all(image_shift(prev[None], prev[None]) == 0)  # the same frame: exactly no shift
+    # half a pixel, by averaging two neighbouring crops: sub-pixel, not rounded to 0 or 1
+    half = ((big[16:80, 16:80].astype(int) + big[16:80, 15:79]) / 2).round().astype(np.uint8)
+    assert 0.25 < image_shift(prev[None], half[None])[0, 0] < 0.75
+
+
+def test_engine_against_itself_follows(rollouts):
+    cam = camera_following(rollouts)
+    yaw, pitch = cam["methods"]["model"]["all"]["yaw"], cam["methods"]["model"]["all"]["pitch"]
+    assert yaw["slope"] == pytest.approx(1.0) and yaw["corr"] == pytest.approx(1.0) and yaw["sign_agreement"] == 1.0
+    assert yaw["turning_ticks"] > 10, yaw  # the policy turns: the figure is measured on something
+    # the estimator reads the commanded turns: +yaw (turn right) moves the image left, ~0.8 px per degree
+    assert -1.1 < yaw["engine_px_per_degree"] < -0.4, yaw
+    frozen = cam["methods"]["copy-last"]["all"]["yaw"]
+    assert frozen["slope"] == 0.0 and frozen["sign_agreement"] == 0.0
+
+
+def test_blurred_mirrored_and_frozen_streams(rollouts):
+    true = rollouts.true
+    x = torch.from_numpy(true.reshape(-1, 64, 64, 3)).permute(0, 3, 1, 2).float()
+    blurred = F.interpolate(F.avg_pool2d(x, 4), size=(64, 64), mode="bilinear", align_corners=False)
+    blurred = blurred.round().byte().permute(0, 2, 3, 1).numpy().reshape(true.shape)
+    frozen = np.broadcast_to(true[:, :1], true.shape)
+    mirrored = true[:, :, :, ::-1]
+    figures = {}
+    for name, gen in (("blurred", blurred), ("mirrored", mirrored), ("frozen", frozen)):
+        cam = camera_following(Rollouts(true, np.ascontiguousarray(gen), rollouts.actions, rollouts.seeds))
+        figures[name] = cam["methods"]["model"]["all"]
+    assert figures["blurred"]["yaw"]["slope"] > 0.7 and figures["blurred"]["yaw"]["corr"] > 0.7, figures["blurred"]
+    assert figures["blurred"]["yaw"]["sign_agreement"] > 0.8, figures["blurred"]
+    assert figures["mirrored"]["yaw"]["slope"] < -0.7, figures["mirrored"]  # turns the wrong way
+    assert figures["mirrored"]["yaw"]["sign_agreement"] < 0.2, figures["mirrored"]
+    assert figures["mirrored"]["pitch"]["slope"] > 0.7, figures["mirrored"]  # a mirror keeps up and down
+    assert figures["frozen"]["yaw"]["slope"] == pytest.approx(0.0, abs=1e-9), figures["frozen"]
+    assert figures["frozen"]["pitch"]["slope"] == pytest.approx(0.0, abs=1e-9), figures["frozen"]
