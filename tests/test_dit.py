@@ -129,3 +129,26 @@ def test_presets_table():
     assert 4e6 < n < 20e6, f"cpu preset has {n / 1e6:.1f} M parameters, meant to be 5-10 M"
     with pytest.raises(ValueError, match="unknown DiT preset"):
         build_dit("huge")
+
+
+def test_stream_passes_with_shared_modulations_equal_forward_cached():
+    """The generator's tick: one stream view and the adaLN modulations of all passes computed at
+    once, then sliced per pass, give what separate forward_cached calls give."""
+    model = _randomise(build_dit("tiny"))
+    B, h, w, levels = 2, 4, 6, [1.0, 0.6, 0.3]
+    inp = _inputs(B, 1, 4, h, w)
+    rows, first = torch.arange(B), torch.full((B,), 3)
+    cache = model.new_cache(B, 4, (h // 2) * (w // 2), "cpu")
+    prime = _inputs(B, 2, 4, h, w, seed=5)
+    model.forward_cached(prime["x"], prime["prev"], prime["noise_level"], prime["prev_level"], prime["buttons"],
+                         prime["camera"], cache=cache, rows=rows, first_frame=torch.full((B,), 1), append=True)
+    view = model.stream_view(cache, rows, first, 1, h, w)
+    P = len(levels)
+    mods = model.modulations(model.condition(torch.tensor(levels).expand(B, P), inp["prev_level"].expand(B, P),
+                                             inp["buttons"].expand(B, P, -1), inp["camera"].expand(B, P, -1)))
+    for i, level in enumerate(levels):
+        fast = model.forward_stream(inp["x"], inp["prev"], [m[:, i:i + 1] for m in mods], view, append=False)
+        plain = model.forward_cached(inp["x"], inp["prev"], torch.full((B, 1), level), inp["prev_level"],
+                                     inp["buttons"], inp["camera"], cache=cache, rows=rows, first_frame=first,
+                                     append=False)
+        torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)

@@ -58,7 +58,41 @@ def test_cache_memory_stays_flat():
     assert (gen.cache.k.data_ptr(), gen.cache.v.data_ptr()) == pointers
     assert int(gen.cache.length[1]) == 3 * gen.cache.frame_tokens  # full window, no more
     assert int(gen.cache.length[0]) == 0  # the idle slot was untouched
+    assert int(gen.frame_index[1]) == 2 + 11  # the last frame's cache pass waits for flush()
+    gen.flush()
     assert int(gen.frame_index[1]) == 2 + 12
+    assert (gen.cache.k.data_ptr(), gen.cache.v.data_ptr()) == pointers
+
+
+def test_flushing_between_ticks_does_not_change_frames():
+    """A server runs each tick's cache pass between ticks (flush); the frames must not depend on it."""
+    model, tok = _parts()
+    cfg = GeneratorConfig(resolution=(16, 16), window_frames=3, steps=2, seed=1)
+    lazy, eager = Generator(model, tok, cfg, batch_size=2), Generator(model, tok, cfg, batch_size=2)
+    frames, actions = _context()
+    for gen in (lazy, eager):
+        gen.start(0, frames, actions)
+        gen.start(1, frames[:2], actions[:2])
+    for t in range(6):
+        step = {0: Action(yaw=5.0 * (t % 3 - 1)), 1: Action(forward=True)} if t != 3 else {1: NOOP}
+        a, b = lazy.step(step), eager.step(step)
+        eager.flush()
+        for slot in step:
+            np.testing.assert_array_equal(a[slot], b[slot])
+
+
+def test_reused_context_pass_is_deterministic_and_differs():
+    model, tok = _parts()
+    cfg = dict(resolution=(16, 16), window_frames=4, steps=2, seed=7)
+    a = _rollout(Generator(model, tok, GeneratorConfig(**cfg, context="reuse")), [0], 4)
+    b = _rollout(Generator(model, tok, GeneratorConfig(**cfg, context="reuse")), [0], 4)
+    base = _rollout(Generator(model, tok, GeneratorConfig(**cfg)), [0], 4)
+    for fa, fb in zip(a, b):
+        np.testing.assert_array_equal(fa[0], fb[0])
+    np.testing.assert_array_equal(a[0][0], base[0][0])  # the first frame is made before any cache pass
+    assert any(not np.array_equal(fa[0], fc[0]) for fa, fc in zip(a, base))
+    with pytest.raises(ValueError, match="context 'both'"):
+        GeneratorConfig(context="both")
 
 
 def test_from_checkpoint_and_validation(tmp_path):

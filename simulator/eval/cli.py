@@ -42,6 +42,24 @@ def parse_seeds(items: list[str]) -> list[int]:
     return seeds
 
 
+def parse_options(items: list[str]) -> dict[str, int | float | str]:
+    """["steps=3", "context=reuse"] -> {"steps": 3, "context": "reuse"} (numbers parsed as numbers)."""
+    options: dict[str, int | float | str] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"generator option {item!r} is not KEY=VALUE")
+        for kind in (int, float):
+            try:
+                options[key] = kind(text)
+                break
+            except ValueError:
+                continue
+        else:
+            options[key] = text
+    return options
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help=f"world-model checkpoint folder, or {COPY_LAST!r}")
     parser.add_argument("--seeds", nargs="+", required=True, help="world seeds never trained on (ints or ranges a-b)")
@@ -54,6 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--horizon", type=int, help="rollout length (default: the preset's)")
     parser.add_argument("--stability-horizon", type=int, help="long-rollout length (default: the preset's)")
     parser.add_argument("--policy", help="exploration-policy preset that plays the episodes")
+    parser.add_argument("--generator", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="generator options (GeneratorConfig fields), e.g. steps=3 context=reuse")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--record", action="store_true", help="append the headline figures to docs/benchmarks.md")
@@ -79,7 +99,8 @@ def main(args: argparse.Namespace) -> int:
         if value is not None:
             setattr(config, name, value)
     seeds = parse_seeds(args.seeds)
-    predictor, ckpt_config = load_predictor(args.checkpoint, config.resolution, config.slots, args.device)
+    predictor, ckpt_config = load_predictor(args.checkpoint, config.resolution, config.slots, args.device,
+                                            **parse_options(args.generator))
     idm = idm_info = None
     if args.idm != "none":
         if not Path(args.idm).is_dir():
@@ -90,6 +111,7 @@ def main(args: argparse.Namespace) -> int:
         idm_info = {k: v for k, v in load_config(args.idm).items() if k in ("idm", "heldout_accuracy", "train_seeds")}
     results, pictures = run_evaluation(predictor, args.checkpoint, ckpt_config, seeds, config,
                                        tokenizer=_tokenizer(args, predictor), idm=idm, idm_info=idm_info)
+    results["generator_options"] = parse_options(args.generator)
     path = write_report(results, pictures, args.out)
     if args.record:
         record_headline(results, args.notes)

@@ -60,13 +60,14 @@ class CopyLast:
 
 
 def load_predictor(checkpoint: str | Path, resolution: tuple[int, int], batch_size: int = 1,
-                   device: str = "cpu") -> tuple[Predictor, dict]:
-    """(predictor, its checkpoint config) for a checkpoint folder, or CopyLast for "copy-last"."""
+                   device: str = "cpu", **overrides) -> tuple[Predictor, dict]:
+    """(predictor, its checkpoint config) for a checkpoint folder, or CopyLast for "copy-last".
+    `overrides` set the generator's options (simulator.rollout.generator.GeneratorConfig fields)."""
     if str(checkpoint) == COPY_LAST:
         return CopyLast(resolution, batch_size), {"kind": COPY_LAST}
     from simulator.rollout.generator import Generator  # imported here: torch-heavy, and absent in early trees
 
-    generator = Generator.from_checkpoint(checkpoint, device=device, batch_size=batch_size)
+    generator = Generator.from_checkpoint(checkpoint, device=device, batch_size=batch_size, **overrides)
     if tuple(generator.resolution) != tuple(resolution):
         raise ValueError(f"checkpoint {checkpoint} generates {generator.resolution[0]}x{generator.resolution[1]} frames, "
                          f"the evaluation asked for {resolution[0]}x{resolution[1]}")

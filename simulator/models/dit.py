@@ -122,10 +122,29 @@ class DiTBlock(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor, token_frame: torch.Tensor,
                 cos: torch.Tensor, sin: torch.Tensor, attend: Attend) -> torch.Tensor:
         # modulation is computed once per frame [B, F, 6D], then gathered per token [B, L, 6D]
-        mod = self.adaLN(cond)[:, token_frame]
+        return self.modulated(x, self.adaLN(cond)[:, token_frame], cos, sin, attend)
+
+    def modulated(self, x: torch.Tensor, mod: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                  attend: Attend) -> torch.Tensor:
+        """The block given its modulation mod [B, L or 1, 6D] (per token, or one row for a one-frame chunk)."""
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
         x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1), cos, sin, self.layer, attend)
         return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+@dataclass
+class StreamView:
+    """One tick's shared state for the streaming passes of a set of cache rows (see DiT.stream_view)."""
+
+    cache: KVCache
+    rows: torch.Tensor  # [B] cache rows
+    frames: int  # frames per chunk
+    cos: torch.Tensor  # [B, 1, L, head_dim / 2] rotary tables of the chunk's tokens
+    sin: torch.Tensor
+    start: torch.Tensor  # [B] ring bounds of the rows, as before this tick's append
+    length: torch.Tensor
+    layers: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values [B, H, S, head_dim]
+    token_frame: torch.Tensor  # [L] frame of each token within the chunk
 
 
 class DiT(nn.Module):
@@ -268,35 +287,68 @@ class DiT(nn.Module):
 
         first_frame [B]: each stream's absolute frame index of the chunk's first frame (rotary t).
         append: write this pass's keys/values into the cache (the finished chunk at the context
-        noise level); denoising passes leave the cache untouched.
+        noise level); denoising passes leave the cache untouched. The streaming generator calls
+        the two halves of this itself (`stream_view` once per tick, `forward_stream` per pass).
         """
         self._check_latents(x)
         B, T, C, h, w = x.shape
+        view = self.stream_view(cache, rows, first_frame, T, h, w)
+        return self.forward_stream(x, prev, self.modulations(self.condition(noise_level, prev_level, buttons, camera)),
+                                   view, append)
+
+    def stream_view(self, cache: KVCache, rows: torch.Tensor, first_frame: torch.Tensor, frames: int,
+                    h: int, w: int) -> StreamView:
+        """What every pass of one tick shares: the chunk's rotary tables, the rows' cache bounds and
+        keys/values. Valid until the cache is next appended to."""
         p = self.cfg.patch
         N = (h // p) * (w // p)
         if N != cache.frame_tokens:
             raise ValueError(f"latent {h}x{w} gives {N} tokens per frame, the cache was built for {cache.frame_tokens}")
-        base = frame_positions(T, h // p, w // p, device=x.device)  # [T*N, 3], first frame 0
-        offsets = torch.zeros(B, 1, 3, dtype=base.dtype, device=x.device)
+        B = len(rows)
+        base = frame_positions(frames, h // p, w // p, device=rows.device)  # [T*N, 3], first frame 0
+        offsets = torch.zeros(B, 1, 3, dtype=base.dtype, device=rows.device)
         offsets[:, 0, 0] = first_frame
         cos, sin = rotary_angles((base[None] + offsets).reshape(-1, 3), self.cfg.head_dim, self.cfg.rope_theta)
-        cos, sin = cos.view(B, 1, T * N, -1), sin.view(B, 1, T * N, -1)  # [B, 1, L, d/2], broadcast over heads
-        token_frame = torch.arange(T, device=x.device).repeat_interleave(N)
-        slots = cache.slots(rows, T * N) if append else None
-        start, length = cache.start[rows], cache.length[rows]
+        cos, sin = cos.view(B, 1, frames * N, -1), sin.view(B, 1, frames * N, -1)  # [B, 1, L, d/2], broadcast over heads
+        return StreamView(cache=cache, rows=rows, frames=frames, cos=cos, sin=sin,
+                          start=cache.start[rows], length=cache.length[rows],
+                          layers=[cache.layer(i, rows) for i in range(self.cfg.depth)],
+                          token_frame=torch.arange(frames, device=rows.device).repeat_interleave(N))
+
+    def modulations(self, cond: torch.Tensor) -> list[torch.Tensor]:
+        """adaLN outputs of every block, then the final layer's, for conditioning cond [B, F, D]:
+        [B, F, 6D] per block and [B, F, 2D]. They depend only on noise level and action, so the
+        generator computes them for all passes of a tick at once (F = passes) and slices."""
+        return [block.adaLN(cond) for block in self.blocks] + [self.final_adaLN(cond)]
+
+    def forward_stream(self, x: torch.Tensor, prev: torch.Tensor, mods: list[torch.Tensor], view: StreamView,
+                       append: bool) -> torch.Tensor:
+        """One pass of the streaming path: x, prev [B, T, C, h, w]; mods from `modulations` for
+        this pass ([B, T, .] each); view from `stream_view`. -> clean-latent prediction [B, T, C, h, w]."""
+        self._check_latents(x)
+        B, T, C, h, w = x.shape
+        if T != view.frames:
+            raise ValueError(f"chunk of {T} frames, the stream view was made for {view.frames}")
+        N = view.cache.frame_tokens
+        slots = view.cache.slots(view.rows, T * N) if append else None
 
         def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            k_cache, v_cache = cache.layer(layer, rows)
+            k_cache, v_cache = view.layers[layer]
             out = cached_attention(q, k, v, k_cache.to(q.dtype), v_cache.to(q.dtype),
-                                   cache_start=start, cache_len=length)
+                                   cache_start=view.start, cache_len=view.length)
             if append:
-                cache.update(layer, rows, slots, k, v)
+                view.cache.update(layer, view.rows, slots, k, v)
             return out
 
-        out = self.run_blocks(self.embed(x, prev), self.condition(noise_level, prev_level, buttons, camera),
-                              token_frame, cos, sin, attend)
+        if T > 1:  # per frame -> per token; a one-frame chunk broadcasts its single row
+            mods = [m[:, view.token_frame] for m in mods]
+        tokens = self.embed(x, prev)
+        for block, mod in zip(self.blocks, mods):
+            tokens = block.modulated(tokens, mod, view.cos, view.sin, attend)
+        shift, scale = mods[-1].chunk(2, dim=-1)
+        out = self.final_linear(modulate(self.final_norm(tokens), shift, scale))
         if append:
-            cache.advance(rows, T * N)
+            view.cache.advance(view.rows, T * N)
         return prev + self.unembed(out, T, h, w).to(prev.dtype)
 
     def new_cache(self, batch: int, window_frames: int, frame_tokens: int, device: torch.device | str,

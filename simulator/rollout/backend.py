@@ -79,6 +79,10 @@ class Backend(abc.ABC):
     def frame(self, slot: int) -> np.ndarray:
         """The slot's latest frame (after open/reset: the start frame)."""
 
+    def idle(self) -> None:
+        """Work that the last `step` left for later, done now, between ticks (a server calls this
+        after sending a tick's frames). Optional: the next call does it anyway; nothing by default."""
+
     def _free_slot(self, used: set[int] | dict[int, Any]) -> int:
         for slot in range(self.max_sessions):
             if slot not in used:
@@ -249,6 +253,9 @@ class DreamBackend(Backend):
     def frame(self, slot: int) -> np.ndarray:
         self._check(slot)
         return self._frames[slot]
+
+    def idle(self) -> None:
+        self.generator.flush()  # the cache pass of the frames just sent
 
     def close(self, slot: int) -> None:
         if self._frames.pop(slot, None) is not None:

@@ -4,9 +4,12 @@ Per stream (slot): a rolling KV cache of the last `window_frames` frames, the pr
 latent, an absolute frame counter and a random generator. Per tick, for all requested slots in
 one batched forward each:
   1. a few denoising steps of the new frame against the cache (the cache is only read);
-  2. one pass of the finished frame at the context noise level, which appends its keys and
-     values to the cache (the oldest frame falls out once the window is full);
-  3. decoding of the clean latent to RGB by the tokenizer.
+  2. decoding of the clean latent to RGB by the tokenizer; `step()` returns here;
+  3. one pass of the finished frame at the context noise level, which appends its keys and
+     values to the cache (the oldest frame falls out once the window is full). It runs in
+     `flush()`: a server calls it between ticks, and the next `step()` runs it if nobody did.
+The passes of one tick share their rotary tables, cache views and adaLN modulations (computed
+once per tick: they depend only on noise level and action).
 Deterministic for a given seed: every slot draws its noise from its own generator, reseeded
 by `start()`, so a stream does not depend on which other slots run beside it.
 """
@@ -21,10 +24,13 @@ import torch
 
 from simulator.actions import Action, encode_many
 from simulator.checkpoint import load_checkpoint
-from simulator.diffusion import add_noise, sample
+from simulator.diffusion import add_noise, sample, timesteps
 from simulator.models.dit import DiT, build_dit
 from simulator.models.precision import autocast, use_bf16
 from simulator.models.tokenizer import Tokenizer
+
+
+CONTEXT_MODES = ("pass", "reuse")
 
 
 @dataclass
@@ -37,9 +43,14 @@ class GeneratorConfig:
     context_noise: float = 0.05  # noise level of finished frames in the cache and the previous-latent input
     seed: int = 0
     precision: str = "auto"  # "auto" (bf16 where the hardware is fast at it), "bf16" or "fp32"
+    # how a finished frame enters the cache: "pass" = its own pass at context_noise (as trained);
+    # "reuse" = keep the last denoising pass's keys/values (one pass less per tick, frames change)
+    context: str = "pass"
 
     def __post_init__(self) -> None:
         self.resolution = (int(self.resolution[0]), int(self.resolution[1]))
+        if self.context not in CONTEXT_MODES:
+            raise ValueError(f"generator context {self.context!r} is not one of {', '.join(CONTEXT_MODES)}")
 
 
 class Generator:
@@ -72,6 +83,7 @@ class Generator:
         self.frame_index = torch.zeros(batch_size, dtype=torch.long, device=self.device)  # rotary t of the next frame
         self.active = [False] * batch_size
         self.rngs = [torch.Generator(device=self.device) for _ in range(batch_size)]
+        self._pending: tuple | None = None  # the last tick's cache pass, until flush() runs it
 
     @classmethod
     def from_checkpoint(cls, directory: str | Path, device: str | torch.device = "cpu", batch_size: int = 1,
@@ -111,6 +123,7 @@ class Generator:
     def start(self, slot: int, frames: np.ndarray, actions: list[Action]) -> None:
         """Prime `slot` with context frames uint8 [T0, H, W, 3] and the T0 actions that produced them."""
         self._check_slot(slot, must_be_active=False)
+        self.flush()
         H, W = self.resolution
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (H, W, 3) or len(frames) < 1:
             raise ValueError(f"context frames: expected uint8 [T0 >= 1, {H}, {W}, 3], got {frames.dtype} "
@@ -132,6 +145,7 @@ class Generator:
 
     def release(self, slot: int) -> None:
         self._check_slot(slot, must_be_active=False)
+        self.flush()
         self.active[slot] = False
         self.cache.reset(slot)
 
@@ -142,36 +156,75 @@ class Generator:
         """One tick for the given slots -> {slot: uint8 [H, W, 3]}."""
         if not actions:
             return {}
+        self.flush()
         slots = sorted(actions)
         for slot in slots:
             self._check_slot(slot, must_be_active=True)
         rows = torch.tensor(slots, device=self.device)
-        ordered = [actions[s] for s in slots]
-        buttons, camera, prev_in, prev_level = self._inputs(rows, ordered)
-        level = torch.empty_like(prev_level)
-        first = self.frame_index[rows]
-
-        def denoise(x: torch.Tensor, t: float) -> torch.Tensor:
-            return self.model.forward_cached(x, prev_in, level.fill_(t), prev_level, buttons, camera,
-                                             cache=self.cache, rows=rows, first_frame=first, append=False).float()
-
+        buttons, camera, prev_in, prev_level = self._inputs(rows, [actions[s] for s in slots])
+        levels = timesteps(self.config.steps, self.config.shift).tolist()[:-1]  # the levels denoised from
+        reuse = self.config.context == "reuse"
         with self._precision():
+            # every pass of the tick shares the rotary tables and cache views, and its adaLN
+            # modulation depends only on (level, action): all passes' at once, [B, passes, .]
+            view = self.model.stream_view(self.cache, rows, self.frame_index[rows], 1, *self.latent_shape[1:])
+            mods = self._modulations(levels + [self.config.context_noise], prev_level, buttons, camera)
+            passes = iter(range(len(levels)))
+
+            def denoise(x: torch.Tensor, t: float) -> torch.Tensor:
+                i = next(passes)
+                return self.model.forward_stream(x, prev_in, [m[:, i:i + 1] for m in mods], view,
+                                                 append=reuse and i == len(levels) - 1).float()
+
             x0 = sample(denoise, self._noise(rows), self.config.steps, eta=self.config.eta, shift=self.config.shift,
                         draw=lambda: self._noise(rows))  # [B, 1, C, h, w]
-            self._append(rows, x0, ordered, inputs=(buttons, camera, prev_in, prev_level))
             frames = self.tokenizer.decode_frames(x0[:, 0]).cpu().numpy()  # [B, H, W, 3]
+        if reuse:
+            self._finish(rows, x0)
+        else:
+            self._pending = (rows, x0, prev_in, [m[:, -1:] for m in mods], view)
         return {slot: frames[i] for i, slot in enumerate(slots)}
 
-    def _append(self, rows: torch.Tensor, latent: torch.Tensor, actions: list[Action],
-                inputs: tuple[torch.Tensor, ...] | None = None) -> None:
-        """The cache pass: latent [B, 1, C, h, w] at the context noise level; then it becomes `prev`."""
-        buttons, camera, prev_in, prev_level = inputs or self._inputs(rows, actions)
+    @torch.inference_mode()
+    def flush(self) -> None:
+        """Run the cache pass of the last tick's frames, if it has not run yet.
+
+        `step()` returns its frames before their cache pass (it does not change them), so that a
+        server can run it between ticks, off the path from action to frame; `step()`, `start()`
+        and `release()` call this first, so the result does not depend on whether anyone else does."""
+        if self._pending is None:
+            return
+        rows, x0, prev_in, mods, view = self._pending
+        self._pending = None
+        prev_level = torch.full((len(rows), 1), self.config.context_noise, device=self.device)  # [B, 1]
         with self._precision():
+            noisy = add_noise(x0, prev_level, self._noise(rows))
+            self.model.forward_stream(noisy, prev_in, mods, view, append=True)
+        self._finish(rows, x0)
+
+    def _append(self, rows: torch.Tensor, latent: torch.Tensor, actions: list[Action]) -> None:
+        """A cache pass on its own (priming): latent [B, 1, C, h, w] at the context noise level."""
+        buttons, camera, prev_in, prev_level = self._inputs(rows, actions)
+        with self._precision():
+            view = self.model.stream_view(self.cache, rows, self.frame_index[rows], 1, *self.latent_shape[1:])
             noisy = add_noise(latent, prev_level, self._noise(rows))
-            self.model.forward_cached(noisy, prev_in, prev_level, prev_level, buttons, camera, cache=self.cache,
-                                      rows=rows, first_frame=self.frame_index[rows], append=True)
+            self.model.forward_stream(noisy, prev_in, self._modulations([self.config.context_noise], prev_level,
+                                                                        buttons, camera), view, append=True)
+        self._finish(rows, latent)
+
+    def _finish(self, rows: torch.Tensor, latent: torch.Tensor) -> None:
+        """The frame latent [B, 1, C, h, w] is in the cache: it becomes `prev`."""
         self.prev[rows] = latent[:, 0].float()
         self.frame_index[rows] += 1
+
+    def _modulations(self, levels: list[float], prev_level: torch.Tensor, buttons: torch.Tensor,
+                     camera: torch.Tensor) -> list[torch.Tensor]:
+        """The model's adaLN modulations [B, P, .] for P passes at noise `levels` under one action."""
+        B, P = len(prev_level), len(levels)
+        noise_level = torch.tensor(levels, device=self.device).expand(B, P)  # [B, P]
+        cond = self.model.condition(noise_level, prev_level.expand(B, P), buttons.expand(B, P, -1),
+                                    camera.expand(B, P, -1))  # [B, P, D]
+        return self.model.modulations(cond)
 
     def _inputs(self, rows: torch.Tensor, actions: list[Action]) -> tuple[torch.Tensor, ...]:
         """Actions and the lightly noised previous latents of the given slots, as model inputs."""

@@ -124,6 +124,9 @@ class Server:
         messages = await self._backend(self._encode_all, jobs, gen_ms)
         for session, per_format in messages:
             self._publish(session, per_format)
+        # what the step left for later (the model's cache pass) runs now, while the frames go
+        # out, not after the next tick's actions are read
+        await self._backend(self.backend.idle)
 
     def _encode_all(self, jobs: list[tuple[Session, np.ndarray, Action, int, set[tuple[str, int]]]],
                     gen_ms: float) -> list[tuple[Session, dict[tuple[str, int], bytes]]]:
