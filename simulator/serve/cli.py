@@ -36,6 +36,9 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device for the model (cpu, cuda)")
     parser.add_argument("--sample-seed", type=int, help="seed of the model's sampling noise")
     parser.add_argument("--steps", type=int, help="denoising steps per frame (default: the checkpoint's)")
+    parser.add_argument("--context",
+                        help="how a finished frame enters the model's cache: its own pass ('pass', as trained, "
+                             "the default) or the last denoising pass's keys/values ('reuse': one pass less per tick)")
     parser.add_argument("--threads", type=int, help="torch CPU threads for the model (default: torch's); 1 is "
                                                     "faster when other jobs load the cores")
 
@@ -55,7 +58,8 @@ def make_backend(args: argparse.Namespace) -> Backend | None:
         torch.set_num_threads(args.threads)
     preset = DREAM_PRESETS["gpu" if args.device.startswith("cuda") else "cpu"]
     config = dataclasses.replace(preset, device=args.device, max_sessions=args.max_sessions or preset.max_sessions)
-    overrides = {k: v for k, v in (("seed", args.sample_seed), ("steps", args.steps)) if v is not None}
+    overrides = {k: v for k, v in (("seed", args.sample_seed), ("steps", args.steps), ("context", args.context))
+                 if v is not None}
     return DreamBackend.from_checkpoint(args.checkpoint, config, **overrides)
 
 
