@@ -256,3 +256,28 @@ def test_sessions_are_stepped_together_in_one_call_per_tick():
             with pytest.raises(ConnectionError, match="full: all 2 session slots"):
                 Client(st.url)
     assert all(len(call) <= 2 for call in backend.calls)
+
+
+class _OrderBackend(EngineBackend):
+    """Records the order of step and idle calls."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.events: list[str] = []
+
+    def step(self, actions):
+        self.events.append("step")
+        return super().step(actions)
+
+    def idle(self):
+        self.events.append("idle")
+
+
+def test_between_tick_work_runs_after_each_step():
+    backend = _OrderBackend(resolution=RESOLUTION, max_sessions=1, world_config=WORLD_PRESETS["tiny"])
+    with ServerThread(backend, ServerConfig(port=0)) as st:
+        with Client(st.url, start=P.Start(seed=1)) as player:
+            _play(player, Action(forward=True), ticks=4)
+    events = backend.events[:-1] if backend.events[-1] == "step" else backend.events  # stopped mid-tick
+    assert events.count("step") >= 4
+    assert events == ["step", "idle"] * (len(events) // 2)  # the model's cache pass: after its frames, before the next step
