@@ -279,5 +279,5 @@ def test_between_tick_work_runs_after_each_step():
         with Client(st.url, start=P.Start(seed=1)) as player:
             _play(player, Action(forward=True), ticks=4)
     events = backend.events[:-1] if backend.events[-1] == "step" else backend.events  # stopped mid-tick
-    assert events.count("step") >= 4
+    assert events.count("step") >= 3
     assert events == ["step", "idle"] * (len(events) // 2)  # the model's cache pass: after its frames, before the next step
