@@ -31,9 +31,9 @@ def measure(backend: Backend, sessions: int, frames: int, warmup: int, fmt: str 
     action-to-frame part, what a player waits for) and then the backend's between-tick work (idle)."""
     slots = [backend.open(StartCondition(seed=seed)) for seed in range(sessions)]
     try:
-        tick_ms, frame_ms = [], []
+        tick_ms, frame_ms, cpu_ms = [], [], []
         for tick in tqdm(range(warmup + frames), desc=f"{backend.name} x{sessions}", unit="tick"):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out = backend.step({slot: scripted_action(tick) for slot in slots})
             for frame in out.values():
                 encode_frame(frame, fmt)
@@ -42,13 +42,14 @@ def measure(backend: Backend, sessions: int, frames: int, warmup: int, fmt: str 
             if tick >= warmup:
                 tick_ms.append((time.perf_counter() - t0) * 1000.0)
                 frame_ms.append((t1 - t0) * 1000.0)
+                cpu_ms.append((time.process_time() - c0) * 1000.0)
     finally:
         for slot in slots:
             backend.close(slot)
     tick_ms = np.array(tick_ms)
     total_s = tick_ms.sum() / 1000.0
     return {"sessions": sessions, "ms_per_tick": float(np.median(tick_ms)), "p99_ms": float(np.percentile(tick_ms, 99)),
-            "frame_ms": float(np.median(frame_ms)), "session_fps": frames / total_s, "total_fps": sessions * frames / total_s}
+            "frame_ms": float(np.median(frame_ms)), "cpu_ms": float(np.median(cpu_ms)), "session_fps": frames / total_s, "total_fps": sessions * frames / total_s}
 
 
 def untrained_backend(sessions: int, device: str) -> Backend:
@@ -98,17 +99,19 @@ def main(args: argparse.Namespace) -> int:
     rows = []
     for count in counts:
         m = measure(backend, count, args.frames, args.warmup)
-        rows.append([count, m["ms_per_tick"], m["p99_ms"], m["frame_ms"], m["session_fps"], m["total_fps"],
+        rows.append([count, m["ms_per_tick"], m["p99_ms"], m["frame_ms"], m["cpu_ms"], m["session_fps"], m["total_fps"],
                      "yes" if m["session_fps"] >= TARGET_FPS else "no"])
     height, width = backend.resolution
     what = (f"engine backend (ground-truth voxel engine, not the model), {height}x{width}" if backend.name == "engine"
             else f"dream backend, checkpoint {backend.checkpoint}, {height}x{width}, "
                  f"generator {json.dumps(backend.generator.describe(), default=str)}")
-    table = markdown_table(["sessions", "ms/tick (median)", "ms/tick (p99)", "ms step+JPEG (median)", "frames/s per session",
+    table = markdown_table(["sessions", "ms/tick (median)", "ms/tick (p99)", "ms step+JPEG (median)",
+                            "CPU ms/tick (median)", "frames/s per session",
                             "frames/s total", f">= {TARGET_FPS:.0f} fps per session"], rows)
     notes = (f"{what}. One tick = one batched backend step for all sessions + JPEG encoding of every frame + "
              f"the backend's between-tick work (what the server does per tick; 'step+JPEG' is the part between "
-             f"reading the actions and having the frames); {args.frames} timed ticks after {args.warmup} warm-up. "
+             f"reading the actions and having the frames; 'CPU ms' is the process's CPU time per tick, all threads, "
+             f"which other jobs on the cores inflate less than wall time); {args.frames} timed ticks after {args.warmup} warm-up. "
              f"Load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f} on "
              f"{os.cpu_count()} cores. "
              + args.note).strip()
