@@ -93,6 +93,8 @@ def test_reused_context_pass_is_deterministic_and_differs():
     assert any(not np.array_equal(fa[0], fc[0]) for fa, fc in zip(a, base))
     with pytest.raises(ValueError, match="context 'both'"):
         GeneratorConfig(context="both")
+    with pytest.raises(ValueError, match="pure noise"):
+        GeneratorConfig(context="reuse", steps=1)
 
 
 def test_from_checkpoint_and_validation(tmp_path):

@@ -51,6 +51,9 @@ class GeneratorConfig:
         self.resolution = (int(self.resolution[0]), int(self.resolution[1]))
         if self.context not in CONTEXT_MODES:
             raise ValueError(f"generator context {self.context!r} is not one of {', '.join(CONTEXT_MODES)}")
+        if self.context == "reuse" and self.steps < 2:
+            raise ValueError(f"context 'reuse' keeps the last denoising pass's keys/values: with {self.steps} step "
+                             f"that pass sees pure noise; use steps >= 2 or context 'pass'")
 
 
 class Generator:
