@@ -64,7 +64,7 @@ def test_metrics_json_holds_every_figure(report):
     for span in m["control"].values():
         assert set(span) == {"engine", "generated", "ratio"} and _finite(span["generated"]["action"])
     cam = m["camera"]["methods"]
-    assert set(cam) == {"model", "copy-last", "tokenizer-reconstruction"}
+    assert set(cam) == {"model", "copy-last", "tokenizer-reconstruction", "engine-blurred-4x"}
     assert [b["band"] for b in cam["model"]["bands"]] == [[1, 4], [5, 8]] and cam["model"]["all"]["band"] == [1, 8]
     for axis in ("yaw", "pitch"):
         assert _finite(cam["model"]["all"][axis]["slope"]) and cam["copy-last"]["all"][axis]["slope"] == 0.0, axis

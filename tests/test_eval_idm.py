@@ -74,3 +74,23 @@ def test_sampler_keeps_labels_readable():
     assert not any(a.jump or a.attack or a.use for a in actions)
     assert all(59.0 + a.pitch <= 60.0 + 1e-6 for a in actions)  # never pushes into the clamp
     assert sum(a.yaw != 0 for a in actions) > 100
+
+
+def test_residual_flow_reads_sub_pixel_motion():
+    from simulator.eval.idm import residual_flow
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(size=(1, 1, 12, 12)).astype(np.float32))
+    big = torch.nn.functional.interpolate(x, size=(96, 96), mode="bicubic", align_corners=False)  # smooth texture
+    prev = big[..., 16:80, 16:80]
+    half_right = (big[..., 16:80, 16:80] + big[..., 16:80, 15:79]) / 2  # content moved right by half a pixel
+    far_right = big[..., 16:80, 9:73]  # 7 px: undone by the global shift, leaving no residual flow
+    flow = residual_flow(torch.cat([prev] * 3), torch.cat([half_right, far_right, prev]), 20, 4, 3e-4, 4.0)
+    inner = flow[:, :, 1:3, 1:3]  # [3, 2, 2, 2], away from the replicated border
+    assert 0.3 < inner[0, 0].mean() < 0.7 and inner[0, 1].abs().max() < 0.15, inner[0]
+    assert inner[1].abs().max() < 0.15 and inner[2].abs().max() < 1e-6, inner[1:]
+    # a zoom in (walking forward): the left regions flow left, the right ones right
+    zoom = torch.nn.functional.interpolate(prev, scale_factor=1.04, mode="bilinear", align_corners=False)
+    off = (zoom.shape[-1] - 64) // 2
+    u = residual_flow(prev, zoom[..., off:off + 64, off:off + 64], 20, 4, 3e-4, 4.0)[0, 0]  # [4, 4]
+    assert u[:, 0].mean() < -0.2 and u[:, 3].mean() > 0.2, u

@@ -9,7 +9,8 @@ shift e and the model's g (pixels, per axis); per horizon band we report
 - `slope`: least-squares slope of g on e (1 = turns as far as the engine, 0 = ignores the camera,
   negative = turns the wrong way), and `corr`, their Pearson correlation;
 - `sign_agreement`: on the ticks where the engine turns by more than `turn_px` pixels, the share
-  on which the model's image moved the same way (a frozen image scores 0, a random turn ~0.5);
+  on which the model's image moved the same way by at least `agree_px` (a frozen or merely
+  jittering image scores ~0, a random turn under 0.5);
 - `px_per_degree`: the slope of each stream's shift on the commanded camera move (degrees), the
   engine's own calibration beside the model's.
 
@@ -37,6 +38,7 @@ class ShiftConfig:
     whiten: float = 0.75  # cross-power spectrum divided by |.|^whiten: 1 = phase correlation, 0 = plain correlation
     sigma: float = 1.5  # pixels: both frames are Gaussian-blurred first, so a sharp and a blurry stream are read alike
     turn_px: float = 1.0  # sign agreement counts the ticks where the engine's image moves by more than this
+    agree_px: float = 0.25  # ... and on them, the model's image must move the same way by at least this
 
 
 def _taper(n: int, share: float = 0.25) -> np.ndarray:
@@ -116,10 +118,10 @@ def _fit(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     return {"slope": slope, "corr": corr}
 
 
-def following(engine: np.ndarray, generated: np.ndarray, degrees: np.ndarray, turn_px: float) -> dict:
+def following(engine: np.ndarray, generated: np.ndarray, degrees: np.ndarray, config: ShiftConfig) -> dict:
     """Figures for one axis over a set of ticks: engine / generated shift (px) and commanded move (degrees), [N] each."""
-    turning = np.abs(engine) > turn_px
-    agree = np.sign(generated[turning]) == np.sign(engine[turning])
+    turning = np.abs(engine) > config.turn_px
+    agree = generated[turning] * np.sign(engine[turning]) >= config.agree_px
     return {**_fit(engine, generated), "ticks": int(len(engine)), "turning_ticks": int(turning.sum()),
             "sign_agreement": float(agree.mean()) if turning.any() else float("nan"),
             "engine_px_per_degree": _fit(degrees, engine)["slope"],
@@ -132,7 +134,7 @@ def _band_figures(eng: np.ndarray, gen: np.ndarray, cmd: np.ndarray, config: Shi
 
     def figures(lo: int, hi: int) -> dict:
         sl = slice(lo - 1, hi)  # transition h drove frame h: index h - 1
-        return {axis: following(eng[:, sl, i].ravel(), gen[:, sl, i].ravel(), cmd[:, sl, i].ravel(), config.turn_px)
+        return {axis: following(eng[:, sl, i].ravel(), gen[:, sl, i].ravel(), cmd[:, sl, i].ravel(), config)
                 for i, axis in enumerate(AXES)}
 
     bands = [{"band": [lo, min(hi, H)], **figures(lo, min(hi, H))} for lo, hi in FD_BANDS if lo <= H]

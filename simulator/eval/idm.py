@@ -40,11 +40,17 @@ class IdmConfig:
     channels: tuple[int, ...] = (16, 32, 64)  # appearance trunk: one stride-2 conv block per entry, on half resolution
     feature_dim: int = 128  # width of the embedding used for the Frechet distance
     dropout: float = 0.3  # on the joined features: the first IDM memorised its training worlds
+    # sub-pixel flow (0 = off, as the first shipped IDM): Lucas-Kanade flow on flow_regions x flow_regions image
+    # regions, after the global shift is undone. A walking step moves most of a 64 px image by under a pixel,
+    # below what the integer-shift correlation can see; the flow field's pattern (expanding = forward) reads it.
+    flow_regions: int = 0
+    flow_damping: float = 3e-4  # added to the Lucas-Kanade normal matrix ([-1, 1] grey / px): flat regions (sky) read ~0
+    flow_clip: float = 4.0  # pixels: flows beyond are not sub-pixel motion but a failed match
 
 
 IDM_PRESETS: dict[str, IdmConfig] = {
-    "tiny": IdmConfig(resolution=32, max_shift=10, channels=(8, 16), feature_dim=32),  # tests
-    "small": IdmConfig(),  # the shipped one (checkpoints/idm/)
+    "tiny": IdmConfig(resolution=32, max_shift=10, channels=(8, 16), feature_dim=32, flow_regions=4),  # tests
+    "small": IdmConfig(flow_regions=8),  # the shipped one (checkpoints/idm/)
 }
 
 
@@ -66,6 +72,43 @@ def shift_costs(prev: torch.Tensor, cur: torch.Tensor, max_shift: int, regions: 
     return volume / (volume.mean(dim=1, keepdim=True) + 1e-3)  # the profile's shape, not the texture's contrast
 
 
+def global_shift(prev: torch.Tensor, cur: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """Integer (dx, dy) that best moves grey images prev onto cur [B, 1, R, R], by phase correlation -> int64 [B, 2]."""
+    B, _, R, _ = prev.shape
+    cross = torch.fft.fft2(cur[:, 0]) * torch.fft.fft2(prev[:, 0]).conj()  # [B, R, R]
+    surface = torch.fft.ifft2(cross / (cross.abs().sqrt() + 1e-6)).real  # peaks at the shift (wrapped)
+    shifts = torch.arange(-max_shift, max_shift + 1, device=prev.device)
+    window = surface[:, shifts % R][:, :, shifts % R]  # [B, 2m + 1, 2m + 1]: (dy, dx) around zero
+    best = window.flatten(1).argmax(1)
+    return torch.stack([shifts[best % len(shifts)], shifts[best // len(shifts)]], dim=1)  # (dx, dy)
+
+
+def residual_flow(prev: torch.Tensor, cur: torch.Tensor, max_shift: int, regions: int, damping: float,
+                  clip: float) -> torch.Tensor:
+    """Sub-pixel flow of grey images [B, 1, R, R] per region, after undoing the global integer shift:
+    Lucas-Kanade least squares of Ix u + Iy v = -It over each of regions x regions image regions -> [B, 2, regions, regions]
+    (u, v in pixels; 0 where a region has no texture)."""
+    B, _, R, _ = prev.shape
+    m = max_shift
+    shift = global_shift(prev, cur, m)  # [B, 2]
+    padded = F.pad(prev, (m, m, m, m), mode="replicate")  # [B, 1, R + 2m, R + 2m]
+    rows = (m - shift[:, 1, None] + torch.arange(R, device=prev.device))  # [B, R]: cur(y) ~ prev(y - dy)
+    cols = (m - shift[:, 0, None] + torch.arange(R, device=prev.device))
+    moved = padded[torch.arange(B)[:, None, None], 0, rows[:, :, None], cols[:, None, :]][:, None]  # [B, 1, R, R]
+    smooth = torch.full((1, 1, 3, 3), 1 / 9, device=prev.device)
+    p, c = F.conv2d(moved, smooth, padding=1), F.conv2d(cur, smooth, padding=1)  # less aliasing for the gradients
+    mean = (p + c) / 2
+    ix = (F.pad(mean, (1, 1, 0, 0), mode="replicate")[..., 2:] - F.pad(mean, (1, 1, 0, 0), mode="replicate")[..., :-2]) / 2
+    iy = (F.pad(mean, (0, 0, 1, 1), mode="replicate")[..., 2:, :] - F.pad(mean, (0, 0, 1, 1), mode="replicate")[..., :-2, :]) / 2
+    it = c - p
+    pool = lambda t: F.adaptive_avg_pool2d(t, regions)  # noqa: E731  [B, 1, regions, regions]
+    a, b, d = pool(ix * ix) + damping, pool(ix * iy), pool(iy * iy) + damping  # normal matrix [[a, b], [b, d]]
+    ex, ey = -pool(ix * it), -pool(iy * it)
+    det = a * d - b * b
+    flow = torch.cat([(d * ex - b * ey) / det, (a * ey - b * ex) / det], dim=1)  # [B, 2, regions, regions]
+    return flow.clamp(-clip, clip)
+
+
 class InverseDynamics(nn.Module):
     def __init__(self, config: IdmConfig = IdmConfig()):
         super().__init__()
@@ -78,7 +121,7 @@ class InverseDynamics(nn.Module):
             c_in = c_out
         self.trunk = nn.Sequential(*layers, nn.Flatten())  # appearance: blocks appearing or vanishing, the ground
         side = config.resolution // 2 // 2 ** len(config.channels)
-        n_corr = 2 * (2 * config.max_shift + 1) * config.regions**2
+        n_corr = 2 * (2 * config.max_shift + 1) * config.regions**2 + 2 * config.flow_regions**2
         self.embed = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(c_in * side * side + n_corr, 2 * config.feature_dim),
                                    nn.SiLU(), nn.Linear(2 * config.feature_dim, config.feature_dim), nn.SiLU())
         self.yaw = nn.Linear(config.feature_dim, CAMERA_BINS)
@@ -101,6 +144,10 @@ class InverseDynamics(nn.Module):
         g_cur = (x[:, 3:6] * grey[:, None, None]).sum(1, keepdim=True)
         with torch.no_grad():  # nothing to learn before the correlation: keep no graph
             corr = shift_costs(g_prev, g_cur, self.config.max_shift, self.config.regions).flatten(1)
+            if self.config.flow_regions:
+                flow = residual_flow(g_prev, g_cur, self.config.max_shift, self.config.flow_regions,
+                                     self.config.flow_damping, self.config.flow_clip)
+                corr = torch.cat([corr, flow.flatten(1)], dim=1)
         look = self.trunk(F.avg_pool2d(x, 2))  # [B, c * side * side], on half resolution
         return self.embed(torch.cat([corr, look], dim=1))
 

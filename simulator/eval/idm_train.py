@@ -25,15 +25,18 @@ from tqdm import tqdm
 from simulator.actions import CAMERA_BINS, Action
 from simulator.eval.idm import IDM_BUTTONS, IDM_PRESETS, InverseDynamics, accuracy, action_targets, predict
 from simulator.eval.idm_data import IdmSamplerConfig, collect
+from simulator.eval.metrics import down_up
 
-IDM_SEED_BASE = 9_000_000  # IDM world seeds are IDM_SEED_BASE + i: disjoint from training/eval seeds
+# IDM world seeds are IDM_SEED_BASE + i: below HELDOUT_WORLD_SEEDS_FROM (100,000: evaluation only) and far from
+# the world model's training worlds (0-59). The first shipped IDM used 9,000,000+.
+IDM_SEED_BASE = 50_000
 
 
 @dataclass
 class IdmTrainConfig:
     preset: str = "small"
-    train_episodes: int = 400
-    heldout_episodes: int = 24
+    train_episodes: int = 600
+    heldout_episodes: int = 64
     episode_frames: int = 64
     resolution: tuple[int, int] = (64, 64)  # engine frame size (H, W)
     steps: int = 2500
@@ -42,6 +45,7 @@ class IdmTrainConfig:
     weight_decay: float = 0.01
     blur_prob: float = 0.5  # share of pairs blurred by a random 2x or 4x down-up sampling
     brightness: float = 0.2  # both frames of a pair scaled by one factor in [1 - this, 1 + this]
+    balance: float = 1.0  # button pos_weight = ((1 - rate) / rate) ** balance: 1 = fully balanced, as scored
     seed: int = 0
     sampler: IdmSamplerConfig = field(default_factory=IdmSamplerConfig)
 
@@ -61,17 +65,13 @@ def _episode_arrays(episodes: list[tuple[np.ndarray, list[Action]]]) -> tuple[to
 
 def _blur(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
     """Blur a random share of uint8 pairs [B, 2, H, W, 3] by down- then up-sampling (same factor per pair)."""
-    B, _, H, W, _ = x.shape
     out = x.clone()
-    picks = torch.nonzero(torch.rand(B, generator=gen) < prob).flatten().to(x.device)
+    picks = torch.nonzero(torch.rand(len(x), generator=gen) < prob).flatten().to(x.device)
     use_four = torch.randint(0, 2, (len(picks),), generator=gen).bool().to(x.device)  # which picked pairs get factor 4
     for factor in (2, 4):
         rows = picks[use_four == (factor == 4)]
-        if len(rows) == 0:
-            continue
-        y = x[rows].reshape(-1, H, W, 3).permute(0, 3, 1, 2).float()  # [b*2, 3, H, W]
-        y = F.interpolate(F.avg_pool2d(y, factor), size=(H, W), mode="bilinear", align_corners=False)
-        out[rows] = y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).reshape(len(rows), 2, H, W, 3)
+        if len(rows):
+            out[rows] = torch.from_numpy(down_up(x[rows].cpu(), factor)).to(x.device)
     return out
 
 
@@ -105,27 +105,43 @@ def evaluate(model: InverseDynamics, episodes: list[tuple[np.ndarray, list[Actio
                     {k: np.concatenate([t[k] for t in targets]) for k in ("yaw", "pitch", "buttons")})
 
 
+def idm_seeds(config: IdmTrainConfig) -> tuple[list[int], list[int]]:
+    """(training world seeds, held-out world seeds) of a run."""
+    n_train, n_held = config.train_episodes, config.heldout_episodes
+    return ([IDM_SEED_BASE + i for i in range(n_train)], [IDM_SEED_BASE + n_train + i for i in range(n_held)])
+
+
 def train(config: IdmTrainConfig, progress: bool = True, device: str = "cpu", workers: int = 1,
           ) -> tuple[InverseDynamics, dict]:
     """Collect (in `workers` processes), train on `device`, evaluate on held-out worlds.
     Returns (model on the CPU, summary with accuracies)."""
+    train_seeds, held_seeds = idm_seeds(config)
+    started = time.time()
+    episodes = collect(train_seeds + held_seeds, config.episode_frames, config.resolution, config.seed, config.sampler,
+                       progress, workers)
+    collect_s = time.time() - started
+    model, summary = fit(config, episodes[:len(train_seeds)], episodes[len(train_seeds):], progress, device)
+    summary.update(train_seeds=[train_seeds[0], train_seeds[-1]], heldout_seeds=[held_seeds[0], held_seeds[-1]],
+                   collect_seconds=round(collect_s, 1))
+    return model, summary
+
+
+def fit(config: IdmTrainConfig, train_eps: list[tuple[np.ndarray, list[Action]]],
+        held_eps: list[tuple[np.ndarray, list[Action]]], progress: bool = True, device: str = "cpu",
+        ) -> tuple[InverseDynamics, dict]:
+    """Train on collected episodes, evaluate on held-out ones -> (model on the CPU, summary with accuracies)."""
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    n_train, n_held = config.train_episodes, config.heldout_episodes
-    seeds = [IDM_SEED_BASE + i for i in range(n_train + n_held)]
     started = time.time()
-    episodes = collect(seeds, config.episode_frames, config.resolution, config.seed, config.sampler, progress, workers)
-    train_eps, held_eps = episodes[:n_train], episodes[n_train:]
     frames, targets = _episode_arrays(train_eps)
     frames, targets = frames.to(device), {k: v.to(device) for k, v in targets.items()}
     E, T = frames.shape[:2]
-    collect_s = time.time() - started
 
     model = InverseDynamics(IDM_PRESETS[config.preset]).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.steps, pct_start=0.1)
     rate = targets["buttons"].float().mean(dim=(0, 1)).clamp(0.02, 0.98)
-    pos_weight = ((1 - rate) / rate).sqrt()  # partial re-balancing of rare buttons
+    pos_weight = ((1 - rate) / rate) ** config.balance  # the buttons are scored by balanced accuracy
     model.train()
     bar = tqdm(range(config.steps), desc="IDM training", disable=not progress)
     for _ in bar:
@@ -143,9 +159,8 @@ def train(config: IdmTrainConfig, progress: bool = True, device: str = "cpu", wo
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
     model = model.cpu().eval()
-    summary = {"heldout_accuracy": evaluate(model, held_eps), "train_accuracy": evaluate(model, train_eps[:n_held]),
-               "train_seeds": [seeds[0], seeds[n_train - 1]], "heldout_seeds": [seeds[n_train], seeds[-1]],
-               "collect_seconds": round(collect_s, 1), "train_seconds": round(time.time() - started - collect_s, 1),
+    summary = {"heldout_accuracy": evaluate(model, held_eps), "train_accuracy": evaluate(model, train_eps[:len(held_eps)]),
+               "train_seconds": round(time.time() - started, 1),
                "train": {k: v for k, v in asdict(config).items() if k != "sampler"}, "sampler": asdict(config.sampler)}
     return model, summary
 

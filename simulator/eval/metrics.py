@@ -60,6 +60,15 @@ def sharpness(frames) -> np.ndarray:
     return F.conv2d(grey, lap).abs().mean(dim=(1, 2, 3)).numpy().reshape(lead)
 
 
+def down_up(frames, factor: int) -> np.ndarray:
+    """Blur uint8 frames [..., H, W, 3] by averaging factor x factor blocks and scaling back up (bilinear):
+    the blur of a model that draws at 1/factor of the resolution. Same shape and dtype out."""
+    x, lead = _as_float(frames)
+    H, W = x.shape[-2:]
+    y = F.interpolate(F.avg_pool2d(x, factor), size=(H, W), mode="bilinear", align_corners=False)  # [N, 3, H, W]
+    return y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).reshape(*lead, H, W, 3).numpy()
+
+
 def frechet_distance(features_a, features_b) -> float:
     """Frechet distance between Gaussians fitted to two feature sets `[N, D]` (as in FID):
     |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2). Zero for identical sets.

@@ -20,7 +20,7 @@ from simulator.eval.predictors import COPY_LAST
 
 TABLE_HORIZONS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 METHOD_LABELS = {"model": "model", "copy-last": "copy-last", "copy-last-tokenizer": "copy-last via tokenizer",
-                 "tokenizer-reconstruction": "true via tokenizer"}
+                 "tokenizer-reconstruction": "true via tokenizer", "engine-blurred-4x": "engine blurred 4x"}
 
 
 def _f(v: object, digits: int = 2) -> str:
@@ -202,9 +202,10 @@ def _camera_md(r: dict) -> list[str]:
              "on the engine's frames and on the generated frames driven by the same actions. Slope: least squares of "
              "the model's shift on the engine's (1 = turns as far as the engine, 0 = ignores the camera, negative = the "
              "wrong way); corr: their correlation; sign: on ticks where the engine's image moves by more than "
-             f"{cam['config']['turn_px']} px, the share where the model's moves the same way (frozen = 0). "
-             "`true via tokenizer` is the engine's own frames through the tokenizer: the most a model that draws "
-             "through it can score.", ""]
+             f"{cam['config']['turn_px']} px, the share where the model's moves the same way by at least "
+             f"{cam['config']['agree_px']} px (frozen = 0). `true via tokenizer` and `engine blurred 4x` are the "
+             "engine's own frames through the tokenizer and blurred (4x down, then up): what a model that turns "
+             "exactly right scores when it draws through the tokenizer or as blurrily as that.", ""]
     rows = []
     for name, m in cam["methods"].items():
         for b in m["bands"] + [m["all"]]:
