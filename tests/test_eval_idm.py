@@ -10,7 +10,7 @@ import torch
 from simulator.actions import CAMERA_BINS, NOOP, Action
 from simulator.eval.idm import IDM_BUTTONS, InverseDynamics, accuracy, action_targets, predict
 from simulator.eval.idm_data import IdmActionSampler, IdmSamplerConfig
-from simulator.eval.idm_train import IDM_TRAIN_PRESETS, train
+from simulator.eval.idm_train import IDM_TRAIN_PRESETS, compare, train
 
 # a small run: turning and walking only, so that a few hundred steps on 2 CPU cores suffice
 SAMPLER = IdmSamplerConfig(pitch_move_prob=0.0, jump_prob=0.0, attack_prob=0.0, use_prob=0.0, sneak_prob=0.0,
@@ -19,12 +19,14 @@ SAMPLER = IdmSamplerConfig(pitch_move_prob=0.0, jump_prob=0.0, attack_prob=0.0, 
                            move_weights=(0.5, 0.5))
 
 
+CONFIG = dataclasses.replace(IDM_TRAIN_PRESETS["tiny"], train_episodes=16, heldout_episodes=4, episode_frames=40,
+                             steps=400, batch_size=32, lr=3e-3, sampler=SAMPLER)
+
+
 @pytest.fixture(scope="module")
 def trained():
     torch.set_num_threads(1)
-    config = dataclasses.replace(IDM_TRAIN_PRESETS["tiny"], train_episodes=16, heldout_episodes=4, episode_frames=40,
-                                 steps=400, batch_size=32, lr=3e-3, sampler=SAMPLER)
-    return train(config, progress=False)
+    return train(CONFIG, progress=False)
 
 
 def test_idm_reads_turning_and_walking_on_unseen_worlds(trained):
@@ -44,6 +46,10 @@ def test_idm_checkpoint_round_trip(trained, tmp_path):
     a, b = predict(model, frames), predict(loaded, frames)
     assert a["features"].shape == (4, model.config.feature_dim)
     np.testing.assert_allclose(a["features"], b["features"], atol=0.05)  # bf16 weights on disk
+    # --evaluate scores a saved checkpoint on the same held-out worlds that training reported
+    table = compare(CONFIG, [str(tmp_path / "idm")])
+    row = next(line for line in table.splitlines() if line.startswith("| yaw_moving_within1 |"))
+    assert float(row.split("|")[2]) == pytest.approx(summary["heldout_accuracy"]["yaw_moving_within1"], abs=0.03)
 
 
 def test_accuracy_is_balanced_and_counts_bins():

@@ -1,6 +1,7 @@
 """Train the inverse-dynamics model on engine episodes; record its held-out accuracy in its config.
 
     python -m simulator.eval.idm_train --preset small --out checkpoints/idm
+    python -m simulator.eval.idm_train --evaluate OLD_CKPT checkpoints/idm   # per-head accuracy, side by side
 
 Recipe: episodes from the IDM action sampler (idm_data.py) on world seeds reserved for the IDM
 (far from the seeds the world model trains and is evaluated on), random frame pairs,
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -24,6 +26,7 @@ from tqdm import tqdm
 
 from simulator.actions import CAMERA_BINS, Action
 from simulator.eval.idm import IDM_BUTTONS, IDM_PRESETS, InverseDynamics, accuracy, action_targets, predict
+from simulator.benchlog import markdown_table, record
 from simulator.eval.idm_data import IdmSamplerConfig, collect
 from simulator.eval.metrics import down_up
 
@@ -173,11 +176,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="where to train (cuda when there is one)")
     parser.add_argument("--workers", type=int, default=1, help="engine processes collecting episodes")
     parser.add_argument("--episodes", type=int, help="override the preset's training episodes")
+    parser.add_argument("--evaluate", nargs="+", metavar="CKPT",
+                        help="train nothing: score these IDM checkpoints on the preset's held-out worlds, side by side")
+    parser.add_argument("--record", action="store_true", help="with --evaluate: append the table to docs/benchmarks.md")
+
+
+REPORTED_HEADS: tuple[str, ...] = ("action", "yaw_balanced", "yaw_moving_within1", "pitch_balanced",
+                                    "pitch_moving_within1", *IDM_BUTTONS)
+
+
+def compare(config: IdmTrainConfig, checkpoints: list[str], workers: int = 1, record_table: bool = False) -> str:
+    """Score IDM checkpoints on the held-out worlds of `config` (the same transitions for each) -> markdown table."""
+    _, held_seeds = idm_seeds(config)
+    episodes = collect(held_seeds, config.episode_frames, config.resolution, config.seed, config.sampler, True, workers)
+    scores = {ckpt: evaluate(InverseDynamics.load(ckpt), episodes) for ckpt in checkpoints}
+    table = markdown_table(["head", *checkpoints], [[h, *(f"{scores[c][h]:.3f}" for c in checkpoints)]
+                                                    for h in REPORTED_HEADS])
+    if record_table:
+        record(f"IDM accuracy on held-out IDM worlds {held_seeds[0]}-{held_seeds[-1]}", table,
+               command="python -m simulator.eval.idm_train " + " ".join(sys.argv[1:]),
+               notes=f"{len(held_seeds)} episodes of {config.episode_frames} frames from the IDM action sampler; "
+                     "buttons and `*_balanced`: balanced accuracy (0.5 = chance).")
+    return table
 
 
 def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     config = dataclasses.replace(IDM_TRAIN_PRESETS[args.preset])  # presets are shared: never mutate them
+    if args.evaluate:
+        print(compare(config, args.evaluate, args.workers, args.record))
+        return 0
     if args.steps:
         config.steps = args.steps
     if args.episodes:

@@ -317,5 +317,10 @@ def record_headline(results: dict, notes: str = "") -> None:
     control = r.get("control", {})
     extra = [f"{span}: IDM action accuracy engine {_f(c['engine']['action'], 3)}, generated {_f(c['generated']['action'], 3)}"
              for span, c in control.items()]
+    if "camera" in r:
+        a = r["camera"]["methods"]["model"]["all"]
+        extra.append("camera image shift, model on engine, horizons 1-" + str(a["band"][1]) + ": " + "; ".join(
+            f"{axis} slope {_f(a[axis]['slope'])}, corr {_f(a[axis]['corr'])}, sign {_f(a[axis]['sign_agreement'])}"
+            for axis in ("yaw", "pitch")))
     record(f"Evaluation of {r['checkpoint']} (seeds {r['seeds'][0]}..{r['seeds'][-1]}, {len(r['seeds'])} worlds)", table,
            notes="\n".join(filter(None, [notes, *extra, f"Full report: metrics.json / report.md written by the same run."])))
