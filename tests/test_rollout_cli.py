@@ -143,3 +143,14 @@ def test_long_dream_session_keeps_its_cache_flat(tiny_checkpoint):
         assert int(cache.length[slot]) <= cache.size  # tokens of the last window_frames frames at most
     assert int(cache.length[slot]) == cache.size  # full: the oldest frames were dropped, not kept
     assert backend.generator.describe()["cache_bytes"] == before  # preallocated: nothing grows with time
+
+
+def test_dream_backend_passes_its_context_mode_to_the_generator(tiny_checkpoint):
+    assert _dream(tiny_checkpoint).generator.config.context == "reuse"  # live play: one pass less per tick
+    trained = DreamBackend.from_checkpoint(tiny_checkpoint, DreamConfig(context_frames=2, world_preset="tiny",
+                                                                        context="pass"))
+    assert trained.generator.config.context == "pass"
+    slot = trained.open(StartCondition(seed=1))
+    trained.step({slot: NOOP})
+    trained.idle()  # the cache pass between ticks
+    assert int(trained.generator.frame_index[slot]) == 2 + 1

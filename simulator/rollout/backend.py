@@ -176,6 +176,9 @@ class DreamConfig:
     world_preset: str = "cpu"  # simulator.world.engine.WORLD_PRESETS entry that renders them (size replaced)
     max_sessions: int = 4  # Generator batch size: slots stepped together each tick
     device: str = "cpu"
+    # GeneratorConfig.context for live play: "reuse" saves one model pass per tick; on held-out
+    # worlds its rollouts were within sampling noise of "pass" (docs/benchmarks.md)
+    context: str = "reuse"
 
 
 DREAM_PRESETS: dict[str, DreamConfig] = {
@@ -204,7 +207,7 @@ class DreamBackend(Backend):
 
         config = config or DreamConfig()
         generator = Generator.from_checkpoint(directory, device=config.device, batch_size=config.max_sessions,
-                                              **overrides)
+                                              **{"context": config.context, **overrides})
         return cls(generator, config, checkpoint=str(directory))
 
     def open(self, start: StartCondition) -> int:

@@ -62,9 +62,10 @@ def untrained_backend(sessions: int, device: str) -> Backend:
     from simulator.rollout.generator import Generator, GeneratorConfig
 
     torch.manual_seed(0)
-    generator = Generator(build_dit("cpu"), Tokenizer(preset("cpu")), GeneratorConfig(resolution=(64, 64)),
-                          batch_size=sessions, device=device)
-    return DreamBackend(generator, DreamConfig(max_sessions=sessions, device=device),
+    config = DreamConfig(max_sessions=sessions, device=device)
+    generator = Generator(build_dit("cpu"), Tokenizer(preset("cpu")),
+                          GeneratorConfig(resolution=(64, 64), context=config.context), batch_size=sessions, device=device)
+    return DreamBackend(generator, config,
                         checkpoint="none (untrained 'cpu' presets)")
 
 

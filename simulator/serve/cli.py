@@ -37,8 +37,9 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample-seed", type=int, help="seed of the model's sampling noise")
     parser.add_argument("--steps", type=int, help="denoising steps per frame (default: the checkpoint's)")
     parser.add_argument("--context",
-                        help="how a finished frame enters the model's cache: its own pass ('pass', as trained, "
-                             "the default) or the last denoising pass's keys/values ('reuse': one pass less per tick)")
+                        help="how a finished frame enters the model's cache: the last denoising pass's keys/values "
+                             "('reuse', the default for live play: one pass less per tick) or its own pass ('pass', "
+                             "as trained)")
     parser.add_argument("--threads", type=int, help="torch CPU threads for the model (default: torch's); 1 is "
                                                     "faster when other jobs load the cores")
 
