@@ -179,13 +179,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--evaluate", nargs="+", metavar="CKPT",
                         help="train nothing: score these IDM checkpoints on the preset's held-out worlds, side by side")
     parser.add_argument("--record", action="store_true", help="with --evaluate: append the table to docs/benchmarks.md")
+    parser.add_argument("--notes", default="", help="notes recorded with --record (which checkpoint is which, the load)")
 
 
 REPORTED_HEADS: tuple[str, ...] = ("action", "yaw_balanced", "yaw_moving_within1", "pitch_balanced",
                                     "pitch_moving_within1", *IDM_BUTTONS)
 
 
-def compare(config: IdmTrainConfig, checkpoints: list[str], workers: int = 1, record_table: bool = False) -> str:
+def compare(config: IdmTrainConfig, checkpoints: list[str], workers: int = 1, record_table: bool = False,
+            notes: str = "") -> str:
     """Score IDM checkpoints on the held-out worlds of `config` (the same transitions for each) -> markdown table."""
     _, held_seeds = idm_seeds(config)
     episodes = collect(held_seeds, config.episode_frames, config.resolution, config.seed, config.sampler, True, workers)
@@ -196,7 +198,7 @@ def compare(config: IdmTrainConfig, checkpoints: list[str], workers: int = 1, re
         record(f"IDM accuracy on held-out IDM worlds {held_seeds[0]}-{held_seeds[-1]}", table,
                command="python -m simulator.eval.idm_train " + " ".join(sys.argv[1:]),
                notes=f"{len(held_seeds)} episodes of {config.episode_frames} frames from the IDM action sampler; "
-                     "buttons and `*_balanced`: balanced accuracy (0.5 = chance).")
+                     f"buttons and `*_balanced`: balanced accuracy (0.5 = chance). {notes}".strip())
     return table
 
 
@@ -204,7 +206,7 @@ def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     config = dataclasses.replace(IDM_TRAIN_PRESETS[args.preset])  # presets are shared: never mutate them
     if args.evaluate:
-        print(compare(config, args.evaluate, args.workers, args.record))
+        print(compare(config, args.evaluate, args.workers, args.record, args.notes))
         return 0
     if args.steps:
         config.steps = args.steps
