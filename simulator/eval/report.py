@@ -109,8 +109,8 @@ def _camera_charts(cam: dict) -> dict[str, LineChart]:
             continue
         x = np.array([b["band"][1] for b in m["bands"]])
         for axis in ("yaw", "pitch"):
-            slope.add(Series(f"{METHOD_LABELS.get(name, name)} {axis}", x, np.array([b[axis]["slope"] for b in m["bands"]],
-                                                                                   dtype=float), dashed=name != "model"))
+            slope.add(Series(f"{METHOD_LABELS.get(name, name)} {axis}", x,
+                             np.array([b[axis]["slope"] for b in m["bands"]], dtype=float)))  # 5 points: no dashes
     return {"camera_shift_scatter": scatter, "camera_slope": slope}
 
 
