@@ -71,3 +71,12 @@ def test_blurred_mirrored_and_frozen_streams(rollouts):
     assert figures["mirrored"]["pitch"]["slope"] > 0.7, figures["mirrored"]  # a mirror keeps up and down
     assert figures["frozen"]["yaw"]["slope"] == pytest.approx(0.0, abs=1e-9), figures["frozen"]
     assert figures["frozen"]["pitch"]["slope"] == pytest.approx(0.0, abs=1e-9), figures["frozen"]
+
+
+def test_down_up_blurs_and_keeps_shape():
+    flat = np.full((2, 3, 16, 16, 3), 77, np.uint8)
+    assert np.array_equal(down_up(flat, 4), flat)  # nothing to blur
+    checker = ((np.indices((16, 16)).sum(0) % 2) * 255).astype(np.uint8)[..., None].repeat(3, -1)  # [16, 16, 3]
+    out = down_up(checker, 4)
+    assert out.shape == checker.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - 127).max() <= 1  # single-pixel detail averages out to mid-grey
