@@ -5,8 +5,10 @@ On clips from world seeds never trained on (`context` true frames, then `horizon
   rollout          `horizon` frames generated from the context alone, driven by the true actions;
 and for both: PSNR against the engine's frames, the same for copy-last-frame (in pixels, and
 through the tokenizer), the tokenizer's own reconstruction PSNR (the ceiling), and sharpness
-(mean |Laplacian|) of true, reconstructed and generated frames. Generation goes through the
-streaming Generator, so what is measured is what players get.
+(mean |Laplacian|) of true, reconstructed and generated frames, and whether the camera is followed:
+the slope of the generated frames' horizontal image shift against the engine's on the same ticks
+(1 = turns as far as the engine, 0 = ignores the camera; `simulator.eval.camera`). Generation goes
+through the streaming Generator, so what is measured is what players get.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from simulator.actions import Action, from_arrays
 from simulator.benchlog import markdown_table, record
 from simulator.checkpoint import load_config
 from simulator.data.shards import ShardReader, list_shards
+from simulator.eval.camera import ShiftConfig, clip_shifts, following, image_shift
 from simulator.eval.metrics import psnr, sharpness
 from simulator.models.dit import DiT
 from simulator.models.tokenizer import Tokenizer
@@ -94,6 +97,15 @@ def evaluate(model: DiT, tokenizer: Tokenizer, clips: EvalClips, gen_config: Gen
     last_context = np.repeat(true[:, context - 1:context], horizon, axis=1)  # copy-last for every horizon
 
     rollout_psnr = psnr(rollout, true[:, context:]).mean(axis=0)  # [horizon]
+    # camera following (yaw): image shift of each generated frame from the frame before it, against the engine's
+    shift_config = ShiftConfig()
+    before_tf = true[:, context - 1:context + teacher_frames - 1].reshape(-1, *true.shape[2:])
+    engine_tf = image_shift(before_tf, true[:, tf].reshape(before_tf.shape), shift_config)[:, 0]
+    model_tf = image_shift(before_tf, teacher.reshape(before_tf.shape), shift_config)[:, 0]
+    engine_ro = clip_shifts(true[:, context - 1:], shift_config)[..., 0].ravel()
+    model_ro = clip_shifts(np.concatenate([true[:, context - 1:context], rollout], axis=1), shift_config)[..., 0].ravel()
+    tf_follow = following(engine_tf, model_tf, np.zeros(len(engine_tf)), shift_config)  # degrees unused here
+    ro_follow = following(engine_ro, model_ro, np.zeros(len(engine_ro)), shift_config)
     tf_model = psnr(teacher, true[:, tf])  # [K, teacher_frames]
     tf_copy = psnr(true[:, context - 1:context + teacher_frames - 1], true[:, tf])
     figures = {
@@ -115,6 +127,10 @@ def evaluate(model: DiT, tokenizer: Tokenizer, clips: EvalClips, gen_config: Gen
         "sharpness_teacher_forced": float(sharpness(teacher).mean()),
         "sharpness_rollout": float(sharpness(rollout).mean()),
         f"sharpness_rollout_h{horizon}": float(sharpness(rollout[:, -1]).mean()),
+        "teacher_forced_yaw_slope": tf_follow["slope"],
+        "teacher_forced_yaw_sign_agreement": tf_follow["sign_agreement"],
+        "rollout_yaw_slope": ro_follow["slope"],
+        "rollout_yaw_sign_agreement": ro_follow["sign_agreement"],
     }
     return figures, rollout
 
