@@ -1,9 +1,11 @@
 """The DiT: shapes, block-causal masking, NaViT packing, the KV-cache path, copy-last init."""
 
+import math
+
 import pytest
 import torch
 
-from simulator.actions import BUTTON_DIM, CAMERA_BINS
+from simulator.actions import BUTTON_DIM, CAMERA_BIN_CENTERS, CAMERA_BINS
 from simulator.models.dit import PRESETS, build_dit
 
 
@@ -79,8 +81,9 @@ def test_action_changes_its_own_frame():
     assert (out[:, 1] - base[:, 1]).abs().max() > 1e-2
 
 
-def test_packed_batch_equals_clips_one_by_one():
-    model = _randomise(build_dit("tiny"))
+@pytest.mark.parametrize("warp", [0.0, 70.0])
+def test_packed_batch_equals_clips_one_by_one(warp):
+    model = _randomise(build_dit("tiny", camera_warp_fov=warp))
     sizes = [(3, 8, 8), (2, 4, 12), (4, 6, 6)]  # (T, h, w): different resolutions and aspect ratios
     clips = []
     for i, (T, h, w) in enumerate(sizes):
@@ -92,11 +95,11 @@ def test_packed_batch_equals_clips_one_by_one():
         torch.testing.assert_close(out, alone, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("window", [3, 8])
-def test_cached_chunks_equal_uncached_window(window):
+@pytest.mark.parametrize("window,warp", [(3, 0.0), (8, 0.0), (3, 70.0)])
+def test_cached_chunks_equal_uncached_window(window, warp):
     """Feeding frames one at a time through the ring-buffer cache (wrapping around when T > window)
     equals one block-causal pass whose window is the cache plus the current frame."""
-    model = _randomise(build_dit("tiny"))
+    model = _randomise(build_dit("tiny", camera_warp_fov=warp))
     B, T, h, w = 2, 7, 4, 6
     inp = _inputs(B, T, 4, h, w)
     full = _run(model, inp, window_frames=window + 1)
@@ -152,3 +155,37 @@ def test_stream_passes_with_shared_modulations_equal_forward_cached():
                                      inp["buttons"], inp["camera"], cache=cache, rows=rows, first_frame=first,
                                      append=False)
         torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+
+
+def _bins(yaw_bin: int, pitch_bin: int, B: int = 1, T: int = 1) -> torch.Tensor:
+    return torch.tensor([yaw_bin, pitch_bin]).expand(B, T, 2)
+
+
+def test_camera_warp_shifts_the_previous_latent_as_a_pinhole_camera_turns():
+    """A linear ramp is reproduced exactly by bilinear sampling, so inside the borders the warped ramp
+    must equal the ramp moved by the pinhole camera's image motion: right turns move the picture left,
+    looking up moves it down, and no camera move changes nothing."""
+    model = build_dit("tiny", camera_warp_fov=70.0)
+    h, w, centre = 12, 16, CAMERA_BINS // 2
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    prev = torch.stack([xs, ys, xs + ys, torch.ones_like(xs)])[None, None]  # [1, 1, 4, h, w]
+    per_degree = (h / 2) / math.tan(math.radians(35.0)) * math.pi / 180
+    torch.testing.assert_close(model.warp_previous(prev, _bins(centre, centre)), prev, rtol=0, atol=1e-5)
+    yaw_bin, pitch_bin = centre + 3, centre - 2
+    yaw, pitch = float(CAMERA_BIN_CENTERS[yaw_bin]), float(CAMERA_BIN_CENTERS[pitch_bin])
+    assert yaw > 0 and pitch < 0
+    out = model.warp_previous(prev, _bins(yaw_bin, pitch_bin))[0, 0]
+    dx, dy = -yaw * per_degree, pitch * per_degree  # how far the content moves, latent pixels
+    inner = (slice(3, h - 3), slice(3, w - 3))
+    torch.testing.assert_close(out[0][inner], (xs - dx)[inner], rtol=0, atol=1e-4)  # x ramp moved right by -dx
+    torch.testing.assert_close(out[1][inner], (ys - dy)[inner], rtol=0, atol=1e-4)
+    assert dx < 0 and dy < 0  # turning right: content moves left; looking down: content moves up
+    assert torch.equal(build_dit("tiny").warp_previous(prev, _bins(yaw_bin, pitch_bin)), prev)  # warp off
+
+
+def test_fresh_model_with_camera_warp_is_copy_warped_last_frame():
+    model = build_dit("tiny", camera_warp_fov=70.0).eval()
+    inp = _inputs(2, 3, 4, 8, 8)
+    expected = model.warp_previous(inp["prev"], inp["camera"])
+    assert not torch.allclose(expected, inp["prev"])
+    torch.testing.assert_close(_run(model, inp), expected, rtol=0, atol=0)

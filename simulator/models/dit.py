@@ -4,7 +4,10 @@ Latent frames `[C, h, w]` are cut into `1 x p x p` patches (one latent frame thi
 tick answers its own action). Each frame's tokens also carry the PREVIOUS frame's latent as
 extra input channels, and the network predicts the clean latent as "previous latent + a
 learned correction": at initialisation the model is exactly copy-last-frame, and learning the
-change is its job (see ../shared/FINDINGS.md). Each frame has its own noise level and action;
+change is its job (see ../shared/FINDINGS.md). With `camera_warp_fov` set, the previous latent is
+first shifted by the image motion the frame's camera action implies (a pinhole camera of that
+vertical field of view turning by the commanded yaw/pitch): turning is then given, and the
+network learns what a shift cannot tell (new content at the edges, parallax, blocks, the sky). Each frame has its own noise level and action;
 both modulate that frame's tokens through adaLN-Zero. Attention is block-causal at chunk
 granularity and goes through `kernels.attention`; positions are 3D rotary (t, y, x).
 
@@ -25,7 +28,7 @@ import torch.nn as nn
 from einops import rearrange
 
 from kernels.attention import block_causal_attention, cached_attention
-from simulator.actions import BUTTON_DIM, CAMERA_BINS
+from simulator.actions import BUTTON_DIM, CAMERA_BIN_CENTERS, CAMERA_BINS
 from simulator.models.kv_cache import KVCache
 from simulator.models.rope import apply_rotary, frame_positions, rotary_angles
 
@@ -44,6 +47,9 @@ class DiTConfig:
     chunk_frames: int = 1  # k: attention is bidirectional within k frames, causal across chunks
     rope_theta: float = 100.0  # longest rotary wavelength, in patches/frames (positions here are small)
     noise_embed_scale: float = 1000.0  # noise level in [0, 1] -> sinusoid argument, as in DiT's timesteps
+    # > 0: shift each previous latent by the camera action's image motion for a pinhole camera of this
+    # vertical field of view (degrees; the engine's is 70) before the network sees it; 0: no shift
+    camera_warp_fov: float = 0.0
 
     @property
     def head_dim(self) -> int:
@@ -58,8 +64,8 @@ PRESETS: dict[str, DiTConfig] = {
     "tiny": DiTConfig(latent_channels=4, patch=2, dim=32, depth=2, heads=2),  # tests: seconds
     # shipped: 5.6 M params, 64 tokens per 64x64 frame. Sized for an AVX2-only 2-core CPU, where bf16 is
     # slow and fp32 runs at ~30-60 GFLOP/s per core: 0.45 GFLOP per pass, 4 passes per frame
-    "cpu": DiTConfig(latent_channels=8, patch=2, dim=192, depth=8, heads=3),
-    "gpu": DiTConfig(latent_channels=8, patch=2, dim=512, depth=16, heads=8),  # ~70 M params
+    "cpu": DiTConfig(latent_channels=8, patch=2, dim=192, depth=8, heads=3, camera_warp_fov=70.0),
+    "gpu": DiTConfig(latent_channels=8, patch=2, dim=512, depth=16, heads=8, camera_warp_fov=70.0),  # ~70 M
 }
 
 
@@ -157,6 +163,8 @@ class DiT(nn.Module):
         self.prev_noise_embed = NoiseLevelEmbedding(D, cfg.noise_embed_scale)
         self.button_embed = nn.Linear(BUTTON_DIM, D)
         self.camera_embed = nn.Embedding(2 * CAMERA_BINS, D)  # yaw bins, then pitch bins
+        # bin -> degrees, for warp_previous (not saved: it is the action encoding's, not learned)
+        self.register_buffer("camera_degrees", torch.tensor(CAMERA_BIN_CENTERS, dtype=torch.float32), persistent=False)
         self.blocks = nn.ModuleList(DiTBlock(cfg, i) for i in range(cfg.depth))
         self.final_norm = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
         self.final_adaLN = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
@@ -198,6 +206,25 @@ class DiT(nn.Module):
         cam = self.camera_embed(camera[..., 0]) + self.camera_embed(camera[..., 1] + CAMERA_BINS)
         return self.noise_embed(noise_level) + self.prev_noise_embed(prev_level) + self.button_embed(buttons) + cam
 
+    def warp_previous(self, prev: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
+        """prev [B, T, C, h, w] shifted by each frame's camera move (bins [B, T, 2]); unchanged when
+        `camera_warp_fov` is 0. Turning right (+yaw) moves the picture left, looking up (+pitch) moves it
+        down, by (h / 2) / tan(fov / 2) latent pixels per radian at the centre (bilinear, edges repeated)."""
+        if not self.cfg.camera_warp_fov:
+            return prev
+        B, T, C, h, w = prev.shape
+        degrees = self.camera_degrees[camera]  # [B, T, 2] (yaw, pitch)
+        per_degree = (h / 2) / math.tan(math.radians(self.cfg.camera_warp_fov) / 2) * math.pi / 180  # latent px
+        dx, dy = -degrees[..., 0] * per_degree, degrees[..., 1] * per_degree  # [B, T], content moves by (dx, dy)
+        theta = torch.zeros(B * T, 2, 3, device=prev.device, dtype=prev.dtype)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+        theta[:, 0, 2] = (-2.0 / w) * dx.reshape(-1)  # sample at x - dx: normalised coordinates span 2 over w
+        theta[:, 1, 2] = (-2.0 / h) * dy.reshape(-1)
+        flat = prev.reshape(B * T, C, h, w)
+        grid = nn.functional.affine_grid(theta, list(flat.shape), align_corners=False)
+        out = nn.functional.grid_sample(flat, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return out.reshape(B, T, C, h, w)
+
     def embed(self, x: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         """x, prev [B, T, C, h, w] -> tokens [B, T*N, D], frame-major, row-major within a frame."""
         p = self.cfg.patch
@@ -228,6 +255,7 @@ class DiT(nn.Module):
         noise_level [B, T]; buttons [B, T, BUTTON_DIM] float; camera [B, T, 2] int64 bins.
         """
         self._check_latents(x)
+        prev = self.warp_previous(prev, camera)
         B, T, C, h, w = x.shape
         p = self.cfg.patch
         N = (h // p) * (w // p)
@@ -252,10 +280,13 @@ class DiT(nn.Module):
         p, device = self.cfg.patch, clips[0]["x"].device
         tokens, conds, positions, token_frames, frame_tokens, lengths = [], [], [], [], [], [0]
         frames_so_far = 0
-        for clip in clips:
+        clips = list(clips)
+        for i, clip in enumerate(clips):
             self._check_latents(clip["x"])
             T, C, h, w = clip["x"].shape
             N = (h // p) * (w // p)
+            clip = {**clip, "prev": self.warp_previous(clip["prev"][None], clip["camera"][None])[0]}
+            clips[i] = clip  # the warped previous latent is also what the correction is added to
             tokens.append(self.embed(clip["x"][None], clip["prev"][None]))  # [1, T*N, D]
             conds.append(self.condition(clip["noise_level"][None], clip["prev_level"][None],
                                         clip["buttons"][None], clip["camera"][None]))  # [1, T, D]
@@ -293,7 +324,7 @@ class DiT(nn.Module):
         self._check_latents(x)
         B, T, C, h, w = x.shape
         view = self.stream_view(cache, rows, first_frame, T, h, w)
-        return self.forward_stream(x, prev, self.modulations(self.condition(noise_level, prev_level, buttons, camera)),
+        return self.forward_stream(x, self.warp_previous(prev, camera), self.modulations(self.condition(noise_level, prev_level, buttons, camera)),
                                    view, append)
 
     def stream_view(self, cache: KVCache, rows: torch.Tensor, first_frame: torch.Tensor, frames: int,
@@ -323,8 +354,9 @@ class DiT(nn.Module):
 
     def forward_stream(self, x: torch.Tensor, prev: torch.Tensor, mods: list[torch.Tensor], view: StreamView,
                        append: bool) -> torch.Tensor:
-        """One pass of the streaming path: x, prev [B, T, C, h, w]; mods from `modulations` for
-        this pass ([B, T, .] each); view from `stream_view`. -> clean-latent prediction [B, T, C, h, w]."""
+        """One pass of the streaming path: x, prev [B, T, C, h, w] (prev already through
+        `warp_previous`); mods from `modulations` for this pass ([B, T, .] each); view from
+        `stream_view`. -> clean-latent prediction [B, T, C, h, w]."""
         self._check_latents(x)
         B, T, C, h, w = x.shape
         if T != view.frames:

@@ -236,6 +236,7 @@ class Generator:
         camera = torch.from_numpy(bins).to(self.device)[:, None]  # [B, 1, 2]
         prev_level = torch.full((len(rows), 1), self.config.context_noise, device=self.device)  # [B, 1]
         prev_in = add_noise(self.prev[rows][:, None], prev_level, self._noise(rows))  # [B, 1, C, h, w]
+        prev_in = self.model.warp_previous(prev_in, camera)  # as in training: noised, then shifted by the camera
         return buttons, camera, prev_in, prev_level
 
     def _noise(self, rows: torch.Tensor) -> torch.Tensor:
