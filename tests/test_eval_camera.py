@@ -80,3 +80,22 @@ def test_down_up_blurs_and_keeps_shape():
     out = down_up(checker, 4)
     assert out.shape == checker.shape and out.dtype == np.uint8
     assert np.abs(out.astype(int) - 127).max() <= 1  # single-pixel detail averages out to mid-grey
+
+
+def test_copy_warped_last_turns_with_the_engine():
+    """The warp the world model applies to its previous frame (simulator.models.camera_warp), run as a
+    baseline: on the engine's own episodes it follows the camera (slope near 1, the right sign) and,
+    one tick ahead, predicts turning frames better than copy-last."""
+    from simulator.eval.metrics import psnr
+    from simulator.eval.predictors import CopyLast, CopyWarpedLast
+    from simulator.eval.rollouts import teacher_forced
+
+    eps = engine_episodes([41, 42, 43, 44], 4 + 24, (64, 64), warmup=20, progress=False)
+    prev, true, warped = teacher_forced(CopyWarpedLast((64, 64), 2), eps, 4, 1, slots=2, progress=False)
+    _, _, copied = teacher_forced(CopyLast((64, 64), 2), eps, 4, 1, slots=2, progress=False)
+    engine, moved = image_shift(prev, true)[:, 0], image_shift(prev, warped)[:, 0]  # yaw: horizontal shift, px
+    turning = np.abs(engine) > 1.0
+    assert turning.sum() > 10
+    slope = (engine[turning] * moved[turning]).sum() / (engine[turning] ** 2).sum()
+    assert 0.6 < slope < 1.4, slope
+    assert psnr(warped, true)[turning].mean() > psnr(copied, true)[turning].mean() + 1.0

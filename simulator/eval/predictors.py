@@ -3,7 +3,9 @@
 `load_predictor` gives the real `simulator.rollout.generator.Generator` for a checkpoint folder,
 or `CopyLast` for the name "copy-last": the baseline every fidelity figure is read against (a
 model that does not beat it is not yet a world model), and the stand-in that lets every part of
-the evaluation run and be tested without a trained model.
+the evaluation run and be tested without a trained model. "copy-warped-last" (`CopyWarpedLast`)
+is copy-last that also turns with the camera: the last frame moved as the commanded yaw/pitch
+moves the picture, the baseline for models that warp their previous frame the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from simulator.actions import Action
 from simulator.checkpoint import load_config
 
 COPY_LAST = "copy-last"
+COPY_WARPED_LAST = "copy-warped-last"
 
 
 class Predictor(Protocol):
@@ -59,12 +62,39 @@ class CopyLast:
         self._last.pop(slot, None)
 
 
+class CopyWarpedLast(CopyLast):
+    """Copy-last that turns with the camera: each step moves the slot's last frame as the action's
+    yaw/pitch moves a pinhole camera's picture (`simulator.models.camera_warp`, the engine's 70 degrees)."""
+
+    def __init__(self, resolution: tuple[int, int], batch_size: int = 1, fov_deg: float = 70.0):
+        super().__init__(resolution, batch_size)
+        self.fov_deg = fov_deg
+
+    def step(self, actions: dict[int, Action]) -> dict[int, np.ndarray]:
+        import torch  # imported here: the rest of this module runs without torch
+
+        from simulator.models.camera_warp import warp_by_camera
+
+        super().step(actions)  # validates the slots
+        slots = sorted(actions)
+        frames = torch.from_numpy(np.stack([self._last[s] for s in slots])).permute(0, 3, 1, 2).float()
+        degrees = torch.tensor([[actions[s].quantized().yaw, actions[s].quantized().pitch] for s in slots],
+                               dtype=torch.float32)
+        moved = warp_by_camera(frames, degrees, self.fov_deg).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+        for i, slot in enumerate(slots):
+            self._last[slot] = moved[i]
+        return {slot: moved[i].copy() for i, slot in enumerate(slots)}
+
+
 def load_predictor(checkpoint: str | Path, resolution: tuple[int, int], batch_size: int = 1,
                    device: str = "cpu", **overrides) -> tuple[Predictor, dict]:
-    """(predictor, its checkpoint config) for a checkpoint folder, or CopyLast for "copy-last".
+    """(predictor, its checkpoint config) for a checkpoint folder, or a baseline by name ("copy-last",
+    "copy-warped-last").
     `overrides` set the generator's options (simulator.rollout.generator.GeneratorConfig fields)."""
     if str(checkpoint) == COPY_LAST:
         return CopyLast(resolution, batch_size), {"kind": COPY_LAST}
+    if str(checkpoint) == COPY_WARPED_LAST:
+        return CopyWarpedLast(resolution, batch_size), {"kind": COPY_WARPED_LAST}
     from simulator.rollout.generator import Generator  # imported here: torch-heavy, and absent in early trees
 
     generator = Generator.from_checkpoint(checkpoint, device=device, batch_size=batch_size, **overrides)

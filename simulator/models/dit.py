@@ -29,6 +29,7 @@ from einops import rearrange
 
 from kernels.attention import block_causal_attention, cached_attention
 from simulator.actions import BUTTON_DIM, CAMERA_BIN_CENTERS, CAMERA_BINS
+from simulator.models.camera_warp import warp_by_camera
 from simulator.models.kv_cache import KVCache
 from simulator.models.rope import apply_rotary, frame_positions, rotary_angles
 
@@ -207,23 +208,13 @@ class DiT(nn.Module):
         return self.noise_embed(noise_level) + self.prev_noise_embed(prev_level) + self.button_embed(buttons) + cam
 
     def warp_previous(self, prev: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
-        """prev [B, T, C, h, w] shifted by each frame's camera move (bins [B, T, 2]); unchanged when
-        `camera_warp_fov` is 0. Turning right (+yaw) moves the picture left, looking up (+pitch) moves it
-        down, by (h / 2) / tan(fov / 2) latent pixels per radian at the centre (bilinear, edges repeated)."""
+        """prev [B, T, C, h, w] moved as each frame's camera action (bins [B, T, 2]) moves the picture
+        (`simulator.models.camera_warp`); unchanged when `camera_warp_fov` is 0."""
         if not self.cfg.camera_warp_fov:
             return prev
         B, T, C, h, w = prev.shape
-        degrees = self.camera_degrees[camera]  # [B, T, 2] (yaw, pitch)
-        per_degree = (h / 2) / math.tan(math.radians(self.cfg.camera_warp_fov) / 2) * math.pi / 180  # latent px
-        dx, dy = -degrees[..., 0] * per_degree, degrees[..., 1] * per_degree  # [B, T], content moves by (dx, dy)
-        theta = torch.zeros(B * T, 2, 3, device=prev.device, dtype=prev.dtype)
-        theta[:, 0, 0] = theta[:, 1, 1] = 1.0
-        theta[:, 0, 2] = (-2.0 / w) * dx.reshape(-1)  # sample at x - dx: normalised coordinates span 2 over w
-        theta[:, 1, 2] = (-2.0 / h) * dy.reshape(-1)
-        flat = prev.reshape(B * T, C, h, w)
-        grid = nn.functional.affine_grid(theta, list(flat.shape), align_corners=False)
-        out = nn.functional.grid_sample(flat, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        return out.reshape(B, T, C, h, w)
+        degrees = self.camera_degrees[camera].reshape(B * T, 2).to(prev.dtype)  # (yaw, pitch)
+        return warp_by_camera(prev.reshape(B * T, C, h, w), degrees, self.cfg.camera_warp_fov).reshape(B, T, C, h, w)
 
     def embed(self, x: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         """x, prev [B, T, C, h, w] -> tokens [B, T*N, D], frame-major, row-major within a frame."""

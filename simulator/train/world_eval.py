@@ -4,7 +4,7 @@ On clips from world seeds never trained on (`context` true frames, then `horizon
   teacher-forced   each target frame generated from the TRUE frames before it (one step);
   rollout          `horizon` frames generated from the context alone, driven by the true actions;
 and for both: PSNR against the engine's frames, the same for copy-last-frame (in pixels, and
-through the tokenizer), the tokenizer's own reconstruction PSNR (the ceiling), and sharpness
+through the tokenizer) and for copy-warped-last (the last frame moved as the camera turns), the tokenizer's own reconstruction PSNR (the ceiling), and sharpness
 (mean |Laplacian|) of true, reconstructed and generated frames, and whether the camera is followed:
 the slope of the generated frames' horizontal image shift against the engine's on the same ticks
 (1 = turns as far as the engine, 0 = ignores the camera; `simulator.eval.camera`). Generation goes
@@ -27,6 +27,7 @@ from simulator.checkpoint import load_config
 from simulator.data.shards import ShardReader, list_shards
 from simulator.eval.camera import ShiftConfig, clip_shifts, following, image_shift
 from simulator.eval.metrics import psnr, sharpness
+from simulator.eval.predictors import CopyWarpedLast
 from simulator.models.dit import DiT
 from simulator.models.tokenizer import Tokenizer
 from simulator.rollout.generator import Generator, GeneratorConfig
@@ -78,22 +79,25 @@ def evaluate(model: DiT, tokenizer: Tokenizer, clips: EvalClips, gen_config: Gen
     true = clips.frames
     recon = _roundtrip(tokenizer, true, device)  # [K, S, H, W, 3]
 
-    teacher = []  # frames context .. context + teacher_frames - 1, each from the true past
-    for t in range(context, context + teacher_frames):
+    def drive(predictor) -> tuple[np.ndarray, np.ndarray]:
+        """Teacher-forced frames [K, teacher_frames, ...] (each from the true past) and the rollout [K, horizon, ...]."""
+        teacher = []
+        for t in range(context, context + teacher_frames):
+            for k in range(K):
+                predictor.start(k, true[k, :t], clips.actions[k][:t])
+            out = predictor.step({k: clips.actions[k][t] for k in range(K)})
+            teacher.append(np.stack([out[k] for k in range(K)]))
         for k in range(K):
-            gen.start(k, true[k, :t], clips.actions[k][:t])
-        out = gen.step({k: clips.actions[k][t] for k in range(K)})
-        teacher.append(np.stack([out[k] for k in range(K)]))
-    teacher = np.stack(teacher, axis=1)  # [K, teacher_frames, H, W, 3]
-    tf = slice(context, context + teacher_frames)
+            predictor.start(k, true[k, :context], clips.actions[k][:context])
+        rollout = []
+        for t in range(context, S):
+            out = predictor.step({k: clips.actions[k][t] for k in range(K)})
+            rollout.append(np.stack([out[k] for k in range(K)]))
+        return np.stack(teacher, axis=1), np.stack(rollout, axis=1)
 
-    for k in range(K):
-        gen.start(k, true[k, :context], clips.actions[k][:context])
-    rollout = []
-    for t in range(context, S):
-        out = gen.step({k: clips.actions[k][t] for k in range(K)})
-        rollout.append(np.stack([out[k] for k in range(K)]))
-    rollout = np.stack(rollout, axis=1)  # [K, horizon, H, W, 3]
+    teacher, rollout = drive(gen)
+    warped_teacher, warped_rollout = drive(CopyWarpedLast(tuple(true.shape[2:4]), K))  # the camera-warp baseline
+    tf = slice(context, context + teacher_frames)
     last_context = np.repeat(true[:, context - 1:context], horizon, axis=1)  # copy-last for every horizon
 
     rollout_psnr = psnr(rollout, true[:, context:]).mean(axis=0)  # [horizon]
@@ -117,9 +121,12 @@ def evaluate(model: DiT, tokenizer: Tokenizer, clips: EvalClips, gen_config: Gen
         "teacher_forced_psnr_median": float(np.median(tf_model)),
         "teacher_forced_copy_last_psnr_median": float(np.median(tf_copy)),
         "teacher_forced_beats_copy_last": float((tf_model > tf_copy).mean()),
+        "teacher_forced_copy_warped_psnr": float(psnr(warped_teacher, true[:, tf]).mean()),
+        "teacher_forced_copy_warped_psnr_median": float(np.median(psnr(warped_teacher, true[:, tf]))),
         "tokenizer_psnr": float(psnr(recon, true).mean()),
         f"rollout{horizon}_psnr": float(rollout_psnr.mean()),
         f"rollout{horizon}_copy_last_psnr": float(psnr(last_context, true[:, context:]).mean()),
+        f"rollout{horizon}_copy_warped_psnr": float(psnr(warped_rollout, true[:, context:]).mean()),
         "rollout_psnr_h1": float(rollout_psnr[0]),
         f"rollout_psnr_h{horizon}": float(rollout_psnr[-1]),
         "sharpness_true": float(sharpness(true).mean()),
