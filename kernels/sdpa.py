@@ -30,6 +30,8 @@ def sdpa_cached(q: Tensor, k_new: Tensor, v_new: Tensor, k_cache: Tensor, v_cach
     start, length = cache_bounds(cache_start, cache_len, B, S, q.device)
     keys = torch.cat([k_cache, k_new], dim=2)  # [B, H, S + Lc, D]; key order does not matter
     values = torch.cat([v_cache, v_new], dim=2)
+    if bool((length == S).all()):  # every ring full (a stream past its first W frames): no mask, no fill
+        return F.scaled_dot_product_attention(q, keys, values)
     valid = torch.cat([ring_valid(start, length, S),
                        torch.ones(B, Lc, dtype=torch.bool, device=q.device)], dim=1)  # [B, S + Lc]
     # stale or never-written slots may hold NaN/inf, which a mask alone lets through (0 * NaN)
