@@ -48,6 +48,10 @@ def test_train_command_end_to_end_and_resume(tmp_path):
     subprocess.run(command + ["--steps", "9"], check=True, capture_output=True)  # resumes at 6
     assert json.loads((out / "last" / "config.json").read_text())["step"] == 9
     assert len(list((out / "latents").glob("*.safetensors"))) == 1  # encoded once
+    (export / "config.json").write_text(json.dumps({**shipped, "steps": 0}))  # as if the last export were older
+    subprocess.run(command + ["--steps", "9", "--export-last"], check=True, capture_output=True)  # trains no further
+    assert json.loads((export / "config.json").read_text())["steps"] == 9  # exported whatever it scored
+    assert json.loads((out / "last" / "config.json").read_text())["step"] == 9
 
     gen = Generator.from_checkpoint(export)
     frames = np.zeros((2, 16, 16, 3), np.uint8)

@@ -58,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--eval-every", type=int, default=None)
     parser.add_argument("--eval-clips", type=int, default=8, help="held-out clips per evaluation")
+    parser.add_argument("--export-last", action="store_true",
+                        help="train no further: evaluate OUT/last's EMA weights and export them to OUT/best and "
+                             "--export whatever they score (a session's last step before it commits them)")
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
@@ -146,6 +149,13 @@ def main(args: argparse.Namespace) -> int:
     if info.is_main:
         tqdm.write(f"world model {cfg.model}: {n_params / 1e6:.2f} M parameters, {train.latents.shape[0]} training "
                    f"frames, resolution {train.resolution}, start at step {trainer.step}, device {info.device}")
+    if args.export_last:
+        if not (out / "last" / "trainer.json").exists():
+            raise SystemExit(f"--export-last: {out / 'last'} does not exist: nothing trained to export")
+        if info.is_main:
+            _evaluate_and_export(trainer, tokenizer, clips, cfg, base_config, args, float("-inf"))
+        shutdown(info)
+        return 0
     deadline = time.time() + 60 * args.minutes if args.minutes else float("inf")
     bar = tqdm(total=cfg.max_steps, initial=trainer.step, disable=not info.is_main, unit="step", dynamic_ncols=True)
     tic, tokens_per_step = time.time(), cfg.batch_size * info.world_size * cfg.clip_frames
