@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from simulator.actions import NOOP, Action
+from simulator.actions import NOOP, Action, encode_many
 from simulator.checkpoint import save_checkpoint
 from simulator.models.dit import build_dit
 from simulator.models.tokenizer import Tokenizer, preset
@@ -121,3 +121,24 @@ def test_from_checkpoint_and_validation(tmp_path):
     gen.release(0)
     with pytest.raises(ValueError, match="not started"):
         gen.step({0: NOOP})
+
+
+@pytest.mark.parametrize("context", ["pass", "reuse"])
+def test_generator_warps_the_previous_latent_as_training_does(context):
+    """A fresh camera-warp model is copy-warped-last (its correction starts at zero): with no context
+    noise, one tick must turn the slot's previous latent into exactly that latent moved by the tick's
+    camera action (the warp training applies), whatever noise the sampler draws."""
+    torch.manual_seed(0)
+    model = build_dit("tiny", camera_warp_fov=70.0).eval()
+    gen = Generator(model, Tokenizer(preset("tiny")), GeneratorConfig(resolution=(16, 16), window_frames=4, steps=2,
+                                                                      context_noise=0.0, context=context))
+    frames, actions = _context()
+    gen.start(0, frames, actions)
+    prev = gen.prev[0].clone()
+    turn = Action(yaw=8.0, pitch=-3.0)
+    gen.step({0: turn})
+    gen.flush()
+    camera = torch.from_numpy(encode_many([turn.quantized()])[1])[:, None]  # [1, 1, 2] bins
+    expected = model.warp_previous(prev[None, None], camera)[0, 0]
+    torch.testing.assert_close(gen.prev[0], expected, rtol=0, atol=1e-5)
+    assert (expected - prev).abs().max() > 1e-2  # the turn did move it
