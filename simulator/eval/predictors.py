@@ -66,9 +66,11 @@ class CopyWarpedLast(CopyLast):
     """Copy-last that turns with the camera: each step moves the slot's last frame as the action's
     yaw/pitch moves a pinhole camera's picture (`simulator.models.camera_warp`, the engine's 70 degrees)."""
 
-    def __init__(self, resolution: tuple[int, int], batch_size: int = 1, fov_deg: float = 70.0):
+    def __init__(self, resolution: tuple[int, int], batch_size: int = 1, fov_deg: float | None = None):
+        from simulator.models.camera_warp import ENGINE_FOV_DEG  # torch-heavy: imported when used
+
         super().__init__(resolution, batch_size)
-        self.fov_deg = fov_deg
+        self.fov_deg = ENGINE_FOV_DEG if fov_deg is None else fov_deg
 
     def step(self, actions: dict[int, Action]) -> dict[int, np.ndarray]:
         import torch  # imported here: the rest of this module runs without torch
@@ -78,8 +80,8 @@ class CopyWarpedLast(CopyLast):
         super().step(actions)  # validates the slots
         slots = sorted(actions)
         frames = torch.from_numpy(np.stack([self._last[s] for s in slots])).permute(0, 3, 1, 2).float()
-        degrees = torch.tensor([[actions[s].quantized().yaw, actions[s].quantized().pitch] for s in slots],
-                               dtype=torch.float32)
+        turns = [actions[s].quantized() for s in slots]
+        degrees = torch.tensor([[a.yaw, a.pitch] for a in turns], dtype=torch.float32)
         moved = warp_by_camera(frames, degrees, self.fov_deg).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
         for i, slot in enumerate(slots):
             self._last[slot] = moved[i]

@@ -15,6 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+ENGINE_FOV_DEG = 70.0  # the ground-truth engine's vertical field of view (simulator.world.engine.WorldConfig)
+
 
 def pixels_per_degree(height: int, fov_deg: float) -> float:
     """Image motion near the centre per degree of camera rotation, in pixels (or latent cells) of a grid `height` high."""

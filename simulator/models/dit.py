@@ -29,7 +29,7 @@ from einops import rearrange
 
 from kernels.attention import block_causal_attention, cached_attention
 from simulator.actions import BUTTON_DIM, CAMERA_BIN_CENTERS, CAMERA_BINS
-from simulator.models.camera_warp import warp_by_camera
+from simulator.models.camera_warp import ENGINE_FOV_DEG, warp_by_camera
 from simulator.models.kv_cache import KVCache
 from simulator.models.rope import apply_rotary, frame_positions, rotary_angles
 
@@ -65,8 +65,8 @@ PRESETS: dict[str, DiTConfig] = {
     "tiny": DiTConfig(latent_channels=4, patch=2, dim=32, depth=2, heads=2),  # tests: seconds
     # shipped: 5.6 M params, 64 tokens per 64x64 frame. Sized for an AVX2-only 2-core CPU, where bf16 is
     # slow and fp32 runs at ~30-60 GFLOP/s per core: 0.45 GFLOP per pass, 4 passes per frame
-    "cpu": DiTConfig(latent_channels=8, patch=2, dim=192, depth=8, heads=3, camera_warp_fov=70.0),
-    "gpu": DiTConfig(latent_channels=8, patch=2, dim=512, depth=16, heads=8, camera_warp_fov=70.0),  # ~70 M
+    "cpu": DiTConfig(latent_channels=8, patch=2, dim=192, depth=8, heads=3, camera_warp_fov=ENGINE_FOV_DEG),
+    "gpu": DiTConfig(latent_channels=8, patch=2, dim=512, depth=16, heads=8, camera_warp_fov=ENGINE_FOV_DEG),  # ~70 M
 }
 
 
