@@ -6,8 +6,8 @@ On clips from world seeds never trained on (`context` true frames, then `horizon
 and for both: PSNR against the engine's frames, the same for copy-last-frame (in pixels, and
 through the tokenizer) and for copy-warped-last (the last frame moved as the camera turns), the
 tokenizer's own reconstruction PSNR (the ceiling), sharpness (mean |Laplacian|) of true,
-reconstructed and generated frames, and whether the camera is followed: the slope of the generated frames' horizontal image shift against the engine's on the same ticks
-(1 = turns as far as the engine, 0 = ignores the camera; `simulator.eval.camera`). Generation goes
+reconstructed and generated frames, and whether the camera is followed: the slope of the
+generated frames' horizontal image shift against the engine's on the same ticks (1 = turns as far as the engine, 0 = ignores the camera; `simulator.eval.camera`). Generation goes
 through the streaming Generator, so what is measured is what players get.
 """
 
