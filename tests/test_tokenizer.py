@@ -201,9 +201,41 @@ def test_bench_command_times_and_measures_quality_without_recording(tmp_path, ca
     parser = argparse.ArgumentParser()
     tokenizer_bench.add_arguments(parser)
     args = parser.parse_args(["--checkpoint", str(tmp_path / "tok"), "--resolution", "32x48", "--threads", "1",
-                              "--batch-size", "4", "--repeats", "3", "--heldout", str(tmp_path / "heldout"),
+                              "--precision", "fp32,bf16", "--batch-size", "4", "--repeats", "3", "--heldout", str(tmp_path / "heldout"),
                               "--png", str(tmp_path / "recon.png"), "--no-record"])
     assert tokenizer_bench.main(args) == 0
     out = capsys.readouterr().out
     assert "decode 1 frame ms" in out and "sharpness ratio" in out and "| 8 |" in out  # 8 held-out frames
+    assert "| fp32 | 1 |" in out and "| bf16 | 1 |" in out  # one row per precision
     assert (tmp_path / "recon.png").stat().st_size > 0
+
+
+def test_decoder_only_training_keeps_the_latent_space(tmp_path):
+    """--init + --freeze-encoder: the decoder learns, the encoder and latent statistics (what a
+    world model was trained on) stay bit for bit; without --init the option is refused."""
+    _write_dataset(tmp_path / "train", [0, 1])
+    _write_dataset(tmp_path / "heldout", [100000])
+    torch.manual_seed(0)
+    base = Tokenizer(preset("tiny"))
+    base.set_latent_stats(torch.full((4,), 0.5), torch.full((4,), 2.0))
+    base.save(tmp_path / "base", dtype=None)
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    argv = ["--data", str(tmp_path / "train"), "--heldout", str(tmp_path / "heldout"), "--preset", "tiny",
+            "--device", "cpu", "--eval-every", "100", "--eval-frames", "8", "--steps", "200", "--freeze-encoder"]
+    with pytest.raises(SystemExit, match="--init"):
+        train_cli.main(parser.parse_args(argv + ["--out", str(tmp_path / "bad")]))
+    assert train_cli.main(parser.parse_args(argv + ["--out", str(tmp_path / "run"), "--init",
+                                                    str(tmp_path / "base"), "--export", str(tmp_path / "ship")])) == 0
+    tuned = Tokenizer.load(tmp_path / "run" / "last")
+    for name, value in base.state_dict().items():
+        same = torch.equal(value, tuned.state_dict()[name])
+        assert same == name.startswith("encoder."), f"{name}: {'unchanged' if same else 'changed'}"
+    assert tuned.config.latent_shift == base.config.latent_shift
+    assert tuned.config.latent_scale == base.config.latent_scale
+    frames = torch.from_numpy(blocky_frames(4, 32, 32, seed=7))
+    assert torch.equal(tuned.encode(frames), base.encode(frames))
+    heldout = blocky_frames(8, 32, 32, seed=100000)
+    before, after = evaluate(base, heldout)["psnr"], evaluate(tuned, heldout)["psnr"]
+    assert after > before + 0.2, (before, after)  # a random encoder: little to decode, but the decoder learns
+    assert json.loads((tmp_path / "ship" / "config.json").read_text())["frozen_encoder"] is True

@@ -4,9 +4,11 @@
     patchworld bench tokenizer [--checkpoint checkpoints/tokenizer] [--threads 1,2]
     patchworld bench tokenizer --heldout data/heldout --png docs/tokenizer_recon.png
 
-Speed runs fp32 under `torch.inference_mode` with channels_last weights: on this CPU bf16
-convolutions are far slower than fp32 (docs/training.md). Targets (issue 3): one 64x64 frame
-decoded in <= 3 ms, >= 1,000 frames/s encoded in batches.
+Speed runs under `torch.inference_mode` with channels_last weights, in fp32 and, where the
+hardware makes it fast (AVX512-BF16/AMX CPUs, CUDA; simulator.models.precision), under bf16
+autocast too, as the streaming generator decodes there. CPUs without native bf16 emulate it and
+run bf16 convolutions far slower than fp32 (docs/training.md), so they time fp32 only. Targets
+(issue 3): one 64x64 frame decoded in <= 3 ms, >= 1,000 frames/s encoded in batches.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 from simulator.benchlog import markdown_table, record
 from simulator.cli import parse_resolution
+from simulator.models.precision import autocast, cpu_has_fast_bf16
 from simulator.models.tokenizer import TOKENIZER_PRESETS, Tokenizer, preset
 from simulator.models.tokenizer_eval import load_frames, reconstruct, reconstruction_figures, save_comparison_png
 
@@ -35,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", default="1,2",
                         help="comma-separated torch thread counts, one row each (on a busy 2-core machine "
                              "2 threads at batch 1 stall on each other)")
+    parser.add_argument("--precision", default=None,
+                        help="comma-separated fp32/bf16, one row each (default: fp32, plus bf16 where this CPU "
+                             "has native bf16)")
     parser.add_argument("--batch-size", type=int, default=256, help="encode batch")
     parser.add_argument("--repeats", type=int, default=200, help="timed single-frame decodes")
     parser.add_argument("--heldout", default=None, help="held-out shards: also measure reconstruction quality")
@@ -62,9 +68,15 @@ def _median_seconds(fn, repeats: int, warmup: int = 10) -> float:
 
 
 @torch.inference_mode()
-def time_tokenizer(model: Tokenizer, height: int, width: int, batch_size: int, repeats: int) -> dict[str, float]:
-    """Median ms to decode one frame to uint8, and frames/s encoding uint8 batches."""
-    model = model.to(memory_format=torch.channels_last)
+def time_tokenizer(model: Tokenizer, height: int, width: int, batch_size: int, repeats: int,
+                   bf16: bool = False) -> dict[str, float]:
+    """Median ms to decode one frame to uint8, and frames/s encoding uint8 batches (fp32, or under
+    bf16 autocast)."""
+    with autocast(torch.device("cpu"), bf16):
+        return _time_tokenizer(model.to(memory_format=torch.channels_last), height, width, batch_size, repeats)
+
+
+def _time_tokenizer(model: Tokenizer, height: int, width: int, batch_size: int, repeats: int) -> dict[str, float]:
     model.check_size(height, width)
     f = model.stride
     z = torch.randn(1, model.latent_channels, height // f, width // f)
@@ -99,19 +111,27 @@ def main(args: argparse.Namespace) -> int:
     model, source = _model(args)
     h, w = args.resolution
     params = sum(p.numel() for p in model.parameters())
+    precisions = (args.precision or ("fp32,bf16" if cpu_has_fast_bf16() else "fp32")).split(",")
+    unknown = sorted(set(precisions) - {"fp32", "bf16"})
+    if unknown:
+        raise SystemExit(f"--precision takes fp32 and/or bf16, got {unknown[0]!r}")
     rows, best_decode, best_encode = [], float("inf"), 0.0
-    for threads in (int(t) for t in args.threads.split(",")):
-        torch.set_num_threads(threads)
-        s = time_tokenizer(model, h, w, args.batch_size, args.repeats)
-        best_decode, best_encode = min(best_decode, s["decode_ms"]), max(best_encode, s["encode_fps"])
-        rows.append([source, f"{h}x{w}", f"{model.latent_channels}x{h // model.stride}x{w // model.stride}",
-                     f"{params / 1e6:.2f} M", threads, s["decode_ms"], s["encode_fps"], s["roundtrip_fps"]])
-    table = markdown_table(["tokenizer", "frame", "latent", "params", "threads", "decode 1 frame ms (median)",
+    for precision in precisions:
+        for threads in (int(t) for t in args.threads.split(",")):
+            torch.set_num_threads(threads)
+            s = time_tokenizer(model, h, w, args.batch_size, args.repeats, bf16=precision == "bf16")
+            best_decode, best_encode = min(best_decode, s["decode_ms"]), max(best_encode, s["encode_fps"])
+            rows.append([source, f"{h}x{w}", f"{model.latent_channels}x{h // model.stride}x{w // model.stride}",
+                         f"{params / 1e6:.2f} M", precision, threads, s["decode_ms"], s["encode_fps"],
+                         s["roundtrip_fps"]])
+    table = markdown_table(["tokenizer", "frame", "latent", "params", "precision", "threads",
+                            "decode 1 frame ms (median)",
                             f"encode frames/s (batch {args.batch_size})", "encode+decode frames/s"], rows)
     verdict = (f"Targets (best row): decode <= {DECODE_TARGET_MS} ms "
                f"({'met' if best_decode <= DECODE_TARGET_MS else 'MISSED'}), encode >= {ENCODE_TARGET_FPS:.0f} "
-               f"frames/s ({'met' if best_encode >= ENCODE_TARGET_FPS else 'MISSED'}). fp32, inference_mode, "
-               "channels_last.")
+               f"frames/s ({'met' if best_encode >= ENCODE_TARGET_FPS else 'MISSED'}). inference_mode, channels_last; "
+               f"bf16 = autocast, as the streaming generator runs on this CPU "
+               f"({'native bf16' if cpu_has_fast_bf16() else 'no native bf16'}).")
     if args.no_record:
         print(table + "\n" + verdict)
     else:

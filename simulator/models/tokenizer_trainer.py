@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from simulator.models.precision import use_bf16
 from simulator.models.tokenizer import Tokenizer, TokenizerConfig
 from simulator.models.tokenizer_losses import (PatchDiscriminator, hinge_d_loss, hinge_g_loss,
                                                kl_divergence, reconstruction_loss)
@@ -40,9 +41,13 @@ class TokenizerTrainConfig:
     # so a 32x32 crop costs a quarter of a 64x64 frame and shows as many textures per FLOP.
     # Offsets are multiples of 4 (the stride) so crops keep the latent grid's phase.
     crop: int = 0
-    # bf16 autocast. On CUDA yes; on this CPU bf16 convolutions measured 6-50x SLOWER than fp32
-    # (oneDNN picks no fast bf16 conv kernel here), so None means "bf16 on CUDA, fp32 on CPU"
+    # bf16 autocast. None means "where it is fast" (simulator.models.precision): on CUDA, and on
+    # CPUs with AVX512-BF16/AMX (a training step 1.75x faster than fp32 there); CPUs without them
+    # emulate bf16 convolutions 6-50x SLOWER than fp32, so they train in fp32
     bf16: bool | None = None
+    # train the decoder only: the encoder, hence the latent space and its shift/scale, stay fixed,
+    # so a world model trained on these latents keeps working with the improved decoder
+    freeze_encoder: bool = False
 
 
 TRAIN_PRESETS: dict[str, TokenizerTrainConfig] = {
@@ -65,7 +70,8 @@ class TokenizerTrainer:
                  total_steps: int | None = None):
         self.model, self.cfg, self.device, self.total_steps = model, cfg, device, total_steps
         self.step = 0
-        self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
+        model.encoder.requires_grad_(not cfg.freeze_encoder)
+        self.opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.99),
                                      weight_decay=cfg.weight_decay)
         self.disc: PatchDiscriminator | None = None
         self.disc_opt: torch.optim.Optimizer | None = None
@@ -75,7 +81,7 @@ class TokenizerTrainer:
 
     def autocast(self):
         """bf16 autocast where it pays (see `TokenizerTrainConfig.bf16`), else a no-op."""
-        enabled = self.cfg.bf16 if self.cfg.bf16 is not None else self.device.type == "cuda"
+        enabled = self.cfg.bf16 if self.cfg.bf16 is not None else use_bf16("auto", self.device)
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def random_crop(self, frames: Tensor) -> Tensor:
@@ -139,7 +145,10 @@ class TokenizerTrainer:
     @torch.no_grad()
     def measure_latent_stats(self, frames: Tensor, batch_size: int = 256) -> None:
         """Per-channel mean and std of the encoder mean over uint8 frames [N, H, W, 3]; stored in
-        the model's config so that encode() returns ~unit-variance latents."""
+        the model's config so that encode() returns ~unit-variance latents. A frozen encoder keeps
+        the statistics it came with (the latent space a world model was trained in)."""
+        if self.cfg.freeze_encoder:
+            return
         means = []
         for i in range(0, len(frames), batch_size):
             x = frames_to_unit(frames[i:i + batch_size].to(self.device))

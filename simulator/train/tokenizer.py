@@ -47,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gradient-weight", type=float, default=None, help="edge (image-gradient L1) weight")
     parser.add_argument("--adv-weight", type=float, default=None, help="patch-GAN weight (0: no discriminator)")
     parser.add_argument("--adv-start", type=int, default=None, help="step at which the discriminator joins")
+    parser.add_argument("--init", default=None,
+                        help="start a new run from this tokenizer checkpoint's weights and architecture "
+                             "(e.g. checkpoints/world/tokenizer); ignored when OUT/last exists")
+    parser.add_argument("--freeze-encoder", action="store_true", default=None,
+                        help="train the decoder only: the latent space (encoder, shift, scale) stays fixed, so "
+                             "world models trained on it keep working with the new decoder")
     parser.add_argument("--eval-every", type=int, default=500, help="steps between held-out evaluations/checkpoints")
     parser.add_argument("--eval-frames", type=int, default=768, help="held-out frames per evaluation (every 4th frame)")
     parser.add_argument("--max-train-frames", type=int, default=None, help="cap on training frames loaded")
@@ -63,7 +69,7 @@ def _device(name: str) -> torch.device:
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
     fields = {"batch_size": args.batch_size, "lr": args.lr, "gradient_weight": args.gradient_weight,
-              "adv_weight": args.adv_weight, "adv_start": args.adv_start}
+              "adv_weight": args.adv_weight, "adv_start": args.adv_start, "freeze_encoder": args.freeze_encoder}
     return {k: v for k, v in fields.items() if v is not None}
 
 
@@ -81,7 +87,15 @@ def _open_trainer(args: argparse.Namespace, device: torch.device) -> tuple[Token
         print(f"resumed {last} at step {trainer.step}")
         return trainer, state
     cfg = replace(TRAIN_PRESETS[args.preset], **_overrides(args))
-    return build_trainer(preset(args.preset), cfg, device, args.steps), {}
+    if args.init is None:
+        if cfg.freeze_encoder:
+            raise SystemExit("--freeze-encoder keeps a trained latent space: give the tokenizer with --init")
+        return build_trainer(preset(args.preset), cfg, device, args.steps), {}
+    init = Tokenizer.load(args.init)
+    trainer = build_trainer(init.config, cfg, device, args.steps)
+    trainer.model.load_state_dict(init.state_dict())
+    print(f"started from {args.init} ({'decoder only' if cfg.freeze_encoder else 'all weights'})")
+    return trainer, {"init": str(args.init)}
 
 
 def _checkpoint(trainer: TokenizerTrainer, args: argparse.Namespace, stats_frames: torch.Tensor,
@@ -101,11 +115,12 @@ def _checkpoint(trainer: TokenizerTrainer, args: argparse.Namespace, stats_frame
         run["best_score"], run["best_step"] = score(figures), trainer.step
     extra = {"train_seconds": run["train_seconds"], "best_score": run["best_score"],
              "best_step": run["best_step"], "history": run["history"], "data": str(args.data),
-             "heldout": str(args.heldout)}
+             "heldout": str(args.heldout), **({"init": run["init"]} if run.get("init") else {})}
     trainer.save_state(Path(args.out) / "last", figures=figures, **extra)
     if improved:
         info = {"step": trainer.step, "train_seconds": round(run["train_seconds"]), "data": str(args.data),
-                "heldout": str(args.heldout), "resolution": list(heldout.shape[1:3]), "heldout_figures": figures}
+                "heldout": str(args.heldout), "resolution": list(heldout.shape[1:3]), "heldout_figures": figures,
+                **({"init": run["init"], "frozen_encoder": trainer.cfg.freeze_encoder} if run.get("init") else {})}
         for target in [Path(args.out) / "best"] + ([Path(args.export)] if args.export else []):
             shipped.save(target, **info)
     return figures
@@ -129,7 +144,8 @@ def main(args: argparse.Namespace) -> int:
         train = train.to(device)
     trainer, saved = _open_trainer(args, device)
     run = {"train_seconds": float(saved.get("train_seconds", 0.0)), "history": list(saved.get("history", [])),
-           "best_score": float(saved.get("best_score", -1e9)), "best_step": saved.get("best_step")}
+           "best_score": float(saved.get("best_score", -1e9)), "best_step": saved.get("best_step"),
+           "init": saved.get("init")}
     stats_idx = torch.from_numpy(np.random.default_rng(args.seed).choice(len(train), min(STATS_FRAMES, len(train)),
                                                                          replace=False))
     stats_frames = train[stats_idx.to(train.device)]
