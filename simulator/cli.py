@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("simulator.data.collect", "collect training episodes from the engine into shards"),
     "train-tokenizer": ("simulator.train.tokenizer", "train the frame tokenizer (autoencoder)"),
     "train": ("simulator.train.world_model", "train the world model (DiT, diffusion forcing)"),
+    "decoder-pairs": ("simulator.train.decoder_pairs", "world-model latents beside true frames, to tune the decoder"),
     "rollout": ("simulator.rollout.cli", "headless rollout of the world model to a recording"),
     "eval": ("simulator.eval.cli", "evaluate a checkpoint against the engine"),
     "bench": ("simulator.bench", "speed benchmarks (world, tokenizer, attention, rollout, latency)"),

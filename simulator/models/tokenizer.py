@@ -213,9 +213,12 @@ class Tokenizer(nn.Module):
         if latents.ndim != 4 or latents.shape[1] != self.latent_channels:
             raise ValueError(f"expected latents [B, {self.latent_channels}, h, w], got "
                              f"{tuple(latents.shape)}")
+        return self.decoder(self.denormalize(latents.float())).float().clamp(-1.0, 1.0)
+
+    def denormalize(self, latents: Tensor) -> Tensor:
+        """Normalised latents [B, C, h, w] (what `encode` returns) -> the decoder's raw input."""
         shift, scale = self.latent_shift.view(1, -1, 1, 1), self.latent_scale.view(1, -1, 1, 1)
-        z = (latents.float() * scale + shift).contiguous(memory_format=torch.channels_last)
-        return self.decoder(z).float().clamp(-1.0, 1.0)
+        return (latents * scale + shift).contiguous(memory_format=torch.channels_last)
 
     def decode_frames(self, latents: Tensor) -> Tensor:
         """[B, C, h, w] -> uint8 [B, h*f, w*f, 3]."""

@@ -84,17 +84,31 @@ class TokenizerTrainer:
         enabled = self.cfg.bf16 if self.cfg.bf16 is not None else use_bf16("auto", self.device)
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
-    def random_crop(self, frames: Tensor) -> Tensor:
-        """uint8 [B, H, W, 3] -> [B, crop, crop, 3] at one random stride-aligned offset per batch."""
+    def _crop_offset(self, H: int, W: int) -> tuple[int, int] | None:
+        """One random stride-aligned (y, x) for a `cfg.crop` crop of H x W, or None for whole frames."""
         size, f = self.cfg.crop, self.model.stride
-        B, H, W, _ = frames.shape
         if size <= 0 or (size >= H and size >= W):
-            return frames
+            return None
         if size % f:
             raise ValueError(f"crop {size} is not a multiple of the tokenizer stride {f}")
-        y = f * int(torch.randint((H - size) // f + 1, ()))
-        x = f * int(torch.randint((W - size) // f + 1, ()))
+        return f * int(torch.randint((H - size) // f + 1, ())), f * int(torch.randint((W - size) // f + 1, ()))
+
+    def random_crop(self, frames: Tensor) -> Tensor:
+        """uint8 [B, H, W, 3] -> [B, crop, crop, 3] at one random stride-aligned offset per batch."""
+        at = self._crop_offset(*frames.shape[1:3])
+        if at is None:
+            return frames
+        (y, x), size = at, self.cfg.crop
         return frames[:, y:y + size, x:x + size]
+
+    def random_crop_pairs(self, latents: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:
+        """The same crop of latents [G, C, h, w] and of the frames [G, H, W, 3] they decode to."""
+        at = self._crop_offset(*frames.shape[1:3])
+        if at is None:
+            return latents, frames
+        (y, x), size, f = at, self.cfg.crop, self.model.stride
+        return (latents[:, :, y // f:(y + size) // f, x // f:(x + size) // f],
+                frames[:, y:y + size, x:x + size])
 
     def lr_at(self, step: int) -> float:
         cfg = self.cfg
@@ -105,20 +119,33 @@ class TokenizerTrainer:
         t = min(1.0, (step - cfg.warmup_steps) / max(1, self.total_steps - cfg.warmup_steps))
         return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
-    def train_step(self, frames: Tensor) -> dict[str, float]:
-        """One step on uint8 frames [B, H, W, 3] already on the device; returns the loss parts."""
+    def train_step(self, frames: Tensor, generated: tuple[Tensor, Tensor] | None = None) -> dict[str, float]:
+        """One step on uint8 frames [B, H, W, 3] already on the device; returns the loss parts.
+
+        generated: optional (latents [G, C, h, w], normalised as `Tokenizer.encode` returns them,
+        e.g. what the world model predicted; uint8 frames [G, H, W, 3] they should decode to),
+        decoded beside the reconstructions and held to the same losses. Only with a frozen
+        encoder: those latents live in the encoder's space, which must not move under them."""
         cfg = self.cfg
         x = frames_to_unit(self.random_crop(frames))
         if cfg.hflip:
             flip = torch.rand(x.shape[0], device=x.device) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        if generated is not None:
+            if not cfg.freeze_encoder:
+                raise ValueError("decoding generated latents needs freeze_encoder: their latent space must stay fixed")
+            latents, targets = self.random_crop_pairs(*generated)
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
         use_adv = self.disc is not None and self.step >= cfg.adv_start
 
         with self.autocast():
             recon, mean, logvar = self.model(x)
+            if generated is not None:  # no flips: a mirrored latent is not the latent of the mirrored frame
+                recon = torch.cat([recon, self.model.decoder(self.model.denormalize(latents.float()))])
         recon = recon.float()
+        if generated is not None:
+            x = torch.cat([x, frames_to_unit(targets)])
         rec, logs = reconstruction_loss(recon, x, cfg.gradient_weight)
         kl = kl_divergence(mean.float(), logvar.float())
         loss = rec + cfg.kl_weight * kl

@@ -25,10 +25,12 @@ import torch
 from tqdm import tqdm
 
 from simulator.models.tokenizer import TOKENIZER_PRESETS, Tokenizer, TokenizerConfig, preset
-from simulator.models.tokenizer_eval import evaluate, load_frames
+from simulator.models.tokenizer_eval import evaluate, load_frames, reconstruction_figures
 from simulator.models.tokenizer_trainer import TRAIN_PRESETS, TokenizerTrainer, build_trainer
+from simulator.train.decoder_pairs import load_pairs
 
 SHARPNESS_TARGET = 0.85  # issue 8: reconstructions keep >= 85% of the true frames' sharpness
+GENERATED_SHARPNESS_TARGET = 0.7  # issue 8: generated frames keep >= 70% of it
 STATS_FRAMES = 2048  # training frames used to measure the latent shift/scale
 
 
@@ -53,6 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--freeze-encoder", action="store_true", default=None,
                         help="train the decoder only: the latent space (encoder, shift, scale) stays fixed, so "
                              "world models trained on it keep working with the new decoder")
+    parser.add_argument("--generated", default=None,
+                        help="decoder pairs (patchworld decoder-pairs): also train the decoder on the world model's own "
+                             "latents against the true frames (needs --freeze-encoder)")
+    parser.add_argument("--generated-fraction", type=float, default=0.5,
+                        help="share of each batch taken from --generated")
+    parser.add_argument("--heldout-generated", default=None,
+                        help="held-out decoder pairs: also score decoding the world model's latents (PSNR, sharpness)")
     parser.add_argument("--eval-every", type=int, default=500, help="steps between held-out evaluations/checkpoints")
     parser.add_argument("--eval-frames", type=int, default=768, help="held-out frames per evaluation (every 4th frame)")
     parser.add_argument("--max-train-frames", type=int, default=None, help="cap on training frames loaded")
@@ -74,8 +83,24 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def score(figures: dict[str, float]) -> float:
-    """What "best" means: held-out PSNR, minus 10 dB per unit of sharpness ratio short of target."""
-    return figures["psnr"] - 10.0 * max(0.0, SHARPNESS_TARGET - figures["sharpness_ratio"])
+    """What "best" means: held-out PSNR, minus 10 dB per unit of sharpness ratio short of target;
+    with held-out decoder pairs, plus the same for the decoded world-model latents (target 0.7)."""
+    total = figures["psnr"] - 10.0 * max(0.0, SHARPNESS_TARGET - figures["sharpness_ratio"])
+    if "generated_psnr" in figures:
+        total += figures["generated_psnr"] - 10.0 * max(0.0, GENERATED_SHARPNESS_TARGET
+                                                        - figures["generated_sharpness_ratio"])
+    return total
+
+
+@torch.no_grad()
+def generated_figures(model: Tokenizer, pairs: dict[str, torch.Tensor], batch_size: int = 256) -> dict[str, float]:
+    """PSNR and sharpness of the decoded world-model latents of decoder pairs against their true frames."""
+    device = next(model.parameters()).device
+    decoded = np.concatenate([model.decode_frames(pairs["latents"][i:i + batch_size].float().to(device)).cpu().numpy()
+                              for i in range(0, len(pairs["latents"]), batch_size)])
+    figures = reconstruction_figures(pairs["frames"].numpy(), decoded)
+    return {"generated_psnr": figures["psnr"], "generated_sharpness_ratio": figures["sharpness_ratio"],
+            "generated_ssim": figures["ssim"]}
 
 
 def _open_trainer(args: argparse.Namespace, device: torch.device) -> tuple[TokenizerTrainer, dict]:
@@ -99,7 +124,8 @@ def _open_trainer(args: argparse.Namespace, device: torch.device) -> tuple[Token
 
 
 def _checkpoint(trainer: TokenizerTrainer, args: argparse.Namespace, stats_frames: torch.Tensor,
-                heldout: np.ndarray, run: dict) -> dict[str, float]:
+                heldout: np.ndarray, run: dict, heldout_pairs: dict[str, torch.Tensor] | None = None
+                ) -> dict[str, float]:
     """Measure latent stats and held-out figures, write OUT/last, and OUT/best (+ export) if better.
 
     The figures are measured once, on the weights rounded to bf16 exactly as they ship, so the
@@ -108,6 +134,8 @@ def _checkpoint(trainer: TokenizerTrainer, args: argparse.Namespace, stats_frame
     trainer.measure_latent_stats(stats_frames)
     shipped = _as_shipped(trainer.model)
     figures = evaluate(shipped, heldout)
+    if heldout_pairs is not None:
+        figures.update(generated_figures(shipped, heldout_pairs))
     trainer.model.train()
     run["history"].append({"step": trainer.step, **figures})
     improved = score(figures) > run.get("best_score", -1e9)
@@ -143,6 +171,14 @@ def main(args: argparse.Namespace) -> int:
     if device.type == "cuda":
         train = train.to(device)
     trainer, saved = _open_trainer(args, device)
+    pairs = load_pairs(args.generated) if args.generated else None
+    heldout_pairs = load_pairs(args.heldout_generated) if args.heldout_generated else None
+    if pairs is not None and not trainer.cfg.freeze_encoder:
+        raise SystemExit("--generated trains the decoder on a fixed latent space: add --freeze-encoder")
+    n_gen = 0 if pairs is None else round(trainer.cfg.batch_size * args.generated_fraction)
+    if pairs is not None and not 0 < n_gen < trainer.cfg.batch_size:
+        raise SystemExit(f"--generated-fraction {args.generated_fraction} leaves no room in a batch of "
+                         f"{trainer.cfg.batch_size} for both kinds (give 0 < fraction < 1)")
     run = {"train_seconds": float(saved.get("train_seconds", 0.0)), "history": list(saved.get("history", [])),
            "best_score": float(saved.get("best_score", -1e9)), "best_step": saved.get("best_step"),
            "init": saved.get("init")}
@@ -158,8 +194,12 @@ def main(args: argparse.Namespace) -> int:
     bar = tqdm(initial=trainer.step, total=args.steps, unit="step", dynamic_ncols=True)
     t_last, figures = time.monotonic(), None
     while (args.steps is None or trainer.step < args.steps) and (deadline is None or time.monotonic() < deadline):
-        idx = torch.randint(len(train), (trainer.cfg.batch_size,), generator=rng, device=train.device)
-        logs = trainer.train_step(train[idx].to(device, non_blocking=True))
+        idx = torch.randint(len(train), (trainer.cfg.batch_size - n_gen,), generator=rng, device=train.device)
+        generated = None
+        if pairs is not None:
+            pick = torch.randint(len(pairs["latents"]), (n_gen,), generator=rng, device=train.device).cpu()
+            generated = (pairs["latents"][pick].to(device).float(), pairs["frames"][pick].to(device))
+        logs = trainer.train_step(train[idx].to(device, non_blocking=True), generated)
         now = time.monotonic()
         run["train_seconds"] += now - t_last
         fps = trainer.cfg.batch_size / max(now - t_last, 1e-9)
@@ -167,14 +207,17 @@ def main(args: argparse.Namespace) -> int:
         bar.update(1)
         bar.set_postfix(loss=f"{logs['loss']:.4f}", l1=f"{logs['l1']:.4f}", fps=f"{fps:.0f}", refresh=False)
         if trainer.step % args.eval_every == 0:
-            figures = _checkpoint(trainer, args, stats_frames, heldout, run)
+            figures = _checkpoint(trainer, args, stats_frames, heldout, run, heldout_pairs)
             bar.write(f"step {trainer.step}: held-out PSNR {figures['psnr']:.2f} dB, SSIM {figures['ssim']:.4f}, "
                       f"sharpness {figures['sharpness']:.2f} / {figures['true_sharpness']:.2f} "
-                      f"(ratio {figures['sharpness_ratio']:.3f})", file=sys.stderr)
+                      f"(ratio {figures['sharpness_ratio']:.3f})" + (
+                          f"; world-model latents decoded: PSNR {figures['generated_psnr']:.2f} dB, sharpness ratio "
+                          f"{figures['generated_sharpness_ratio']:.3f}" if heldout_pairs is not None else ""),
+                      file=sys.stderr)
             t_last = time.monotonic()  # evaluation time is not training time
     bar.close()
     if figures is None or run["history"][-1]["step"] != trainer.step:
-        figures = _checkpoint(trainer, args, stats_frames, heldout, run)
+        figures = _checkpoint(trainer, args, stats_frames, heldout, run, heldout_pairs)
     print(f"done at step {trainer.step}: held-out PSNR {figures['psnr']:.2f} dB, SSIM {figures['ssim']:.4f}, "
           f"sharpness ratio {figures['sharpness_ratio']:.3f}; best step {run['best_step']}")
     return 0
