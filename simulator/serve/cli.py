@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -40,8 +41,15 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how a finished frame enters the model's cache: the last denoising pass's keys/values "
                              "('reuse', the default for live play: one pass less per tick) or its own pass ('pass', "
                              "as trained)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads for the model (default: torch's); 1 is "
-                                                    "faster when other jobs load the cores")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads for the model (default: all cores but one, which the server loop, "
+                             "JPEG encoding and a local client need: on 2 cores, 1 thread answered actions in 87 ms "
+                             "at the median against 169 ms with 2, docs/benchmarks.md)")
+
+
+def default_threads() -> int:
+    """Torch threads for serving on CPU: every core but one (at least one)."""
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 def make_backend(args: argparse.Namespace) -> Backend | None:
@@ -53,10 +61,10 @@ def make_backend(args: argparse.Namespace) -> Backend | None:
               f"model.safetensors).\nTrain one with `patchworld train`, pass --checkpoint DIR, or play the real "
               f"engine through the same server with --engine.")
         return None
-    if args.threads is not None:
+    if not args.device.startswith("cuda"):
         import torch
 
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads or default_threads())
     preset = DREAM_PRESETS["gpu" if args.device.startswith("cuda") else "cpu"]
     config = dataclasses.replace(preset, device=args.device, max_sessions=args.max_sessions or preset.max_sessions)
     overrides = {k: v for k, v in (("seed", args.sample_seed), ("steps", args.steps), ("context", args.context))
