@@ -142,3 +142,57 @@ def test_generator_warps_the_previous_latent_as_training_does(context):
     expected = model.warp_previous(prev[None, None], camera)[0, 0]
     torch.testing.assert_close(gen.prev[0], expected, rtol=0, atol=1e-5)
     assert (expected - prev).abs().max() > 1e-2  # the turn did move it
+
+
+def test_detail_carry_shows_the_true_frame_where_the_model_keeps_its_latent():
+    """detail_carry keeps what the decoder misses of the last true frame: a stream whose next
+    latent equals the last one (no camera motion) shows that frame itself, not its blurry
+    reconstruction; the detail fades by the factor per tick; release forgets it."""
+    model, tok = _parts()
+    frames, actions = _context()
+    gen = Generator(model, tok, GeneratorConfig(resolution=(16, 16), window_frames=4, steps=2, precision="fp32",
+                                                detail_carry=1.0))
+    gen.start(0, frames, actions)
+    rows = torch.tensor([0])
+    last = tok.encode(torch.from_numpy(frames[-1:]))
+    still = torch.from_numpy(encode_many([NOOP])[1])[:, None]  # camera bins of no turn, [1, 1, 2]
+    plain = tok.decode_frames(last)[0].numpy().astype(int)
+    shown = gen._show(rows, last, still)[0].numpy().astype(int)
+    assert np.abs(shown - frames[-1].astype(int)).max() <= 1  # the true frame, to rounding
+    assert np.abs(plain - frames[-1].astype(int)).mean() > 10  # which the decoder alone is far from
+    gen.config.detail_carry = 0.5
+    detail = gen.detail[0].clone()
+    gen._show(rows, last, still)
+    assert torch.allclose(gen.detail[0], 0.5 * detail, atol=1e-5)
+    gen.release(0)
+    assert gen.detail[0].abs().max() == 0
+    with pytest.raises(ValueError, match="detail_carry"):
+        GeneratorConfig(detail_carry=1.5)
+
+
+def test_detail_carry_stream_is_deterministic_and_differs_from_plain_decoding():
+    model, tok = _parts()
+    cfg = dict(resolution=(16, 16), window_frames=4, steps=2, precision="fp32")
+    carry = [_rollout(Generator(model, tok, GeneratorConfig(**cfg, detail_carry=0.9)), [0], 4) for _ in range(2)]
+    plain = _rollout(Generator(model, tok, GeneratorConfig(**cfg)), [0], 4)
+    for a, b, c in zip(*carry, plain):
+        assert np.array_equal(a[0], b[0])
+        assert not np.array_equal(a[0], c[0])
+
+
+def test_detail_gate_keeps_detail_where_the_picture_stays_and_drops_it_where_it_changes():
+    model, tok = _parts()
+    with torch.no_grad():  # a decoder whose output follows its latent (untrained residual branches start at zero)
+        for p in tok.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    frames, actions = _context()
+    gen = Generator(model, tok, GeneratorConfig(resolution=(16, 16), window_frames=4, steps=2, precision="fp32",
+                                                detail_carry=1.0, detail_gate=0.05))
+    gen.start(0, frames, actions)
+    rows, still = torch.tensor([0]), torch.from_numpy(encode_many([NOOP])[1])[:, None]
+    last = tok.encode(torch.from_numpy(frames[-1:]))
+    detail = gen.detail[0].clone()
+    gen._show(rows, last, still)  # the same picture again: nothing changed, the detail stays
+    assert torch.allclose(gen.detail[0], detail, atol=1e-5)
+    gen._show(rows, last + 3.0 * torch.randn_like(last), still)  # a different picture: the detail goes
+    assert gen.detail[0].abs().mean() < 0.2 * detail.abs().mean()

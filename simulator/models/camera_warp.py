@@ -23,10 +23,12 @@ def pixels_per_degree(height: int, fov_deg: float) -> float:
     return (height / 2) / math.tan(math.radians(fov_deg) / 2) * math.pi / 180
 
 
-def warp_by_camera(images: torch.Tensor, degrees: torch.Tensor, fov_deg: float) -> torch.Tensor:
+def warp_by_camera(images: torch.Tensor, degrees: torch.Tensor, fov_deg: float,
+                   padding: str = "border") -> torch.Tensor:
     """images [N, C, h, w] (float) moved as a turn of degrees [N, 2] = (yaw, pitch) moves the picture.
 
-    Bilinear, edges repeated (what comes into view is not known: the model draws it). A zero turn
+    Bilinear; what comes into view is not known (the model draws it): padding "border" repeats
+    the edges, "zeros" fills zeros (for corrections that should not exist there). A zero turn
     returns the input up to rounding.
     """
     N, C, h, w = images.shape
@@ -39,4 +41,4 @@ def warp_by_camera(images: torch.Tensor, degrees: torch.Tensor, fov_deg: float) 
     theta[:, 0, 2] = (-2.0 / w) * dx  # sample at x - dx: normalised coordinates span 2 over w
     theta[:, 1, 2] = (-2.0 / h) * dy
     grid = F.affine_grid(theta, [N, C, h, w], align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding, align_corners=False)

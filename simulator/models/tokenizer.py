@@ -222,8 +222,7 @@ class Tokenizer(nn.Module):
 
     def decode_frames(self, latents: Tensor) -> Tensor:
         """[B, C, h, w] -> uint8 [B, h*f, w*f, 3]."""
-        x = self.decode(latents)
-        return ((x + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()  # [B, H, W, 3]
+        return unit_to_frames(self.decode(latents))
 
     # ---- checkpoints --------------------------------------------------------------------------
     def save(self, directory: str | Path, dtype: torch.dtype | None = torch.bfloat16,
@@ -243,6 +242,11 @@ class Tokenizer(nn.Module):
         model = cls(TokenizerConfig.from_dict(config["tokenizer"]))
         model.load_state_dict(state)
         return model.to(device).eval()
+
+
+def unit_to_frames(x: Tensor) -> Tensor:
+    """Images [B, 3, H, W] in [-1, 1] (clamped here) -> uint8 frames [B, H, W, 3]."""
+    return ((x.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 def preset(name: str) -> TokenizerConfig:

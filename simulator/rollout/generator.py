@@ -25,9 +25,10 @@ import torch
 from simulator.actions import Action, encode_many
 from simulator.checkpoint import load_checkpoint
 from simulator.diffusion import add_noise, sample, timesteps
+from simulator.models.camera_warp import ENGINE_FOV_DEG, warp_by_camera
 from simulator.models.dit import DiT, build_dit
 from simulator.models.precision import autocast, use_bf16
-from simulator.models.tokenizer import Tokenizer
+from simulator.models.tokenizer import Tokenizer, unit_to_frames
 
 
 CONTEXT_MODES = ("pass", "reuse")
@@ -46,9 +47,20 @@ class GeneratorConfig:
     # how a finished frame enters the cache: "pass" = its own pass at context_noise (as trained);
     # "reuse" = keep the last denoising pass's keys/values (one pass less per tick, frames change)
     context: str = "pass"
+    # pixel detail carried from frame to frame: each stream keeps what its last shown frame holds
+    # beyond the decoder's output (for a true context frame: frame - decode(encode(frame))), moves
+    # it with the camera like the model's previous latent, scales it by this factor per tick and
+    # adds it to the next decoded frame. 0 = off: frames are the decoder's alone
+    detail_carry: float = 0.0
+    # ... and only where the picture stays: the detail fades as exp(-change / detail_gate) where the
+    # decoded frame differs from the last one moved by the camera (change: mean |difference| over
+    # the channels, [-1, 1] units); 0 = no gate
+    detail_gate: float = 0.0
 
     def __post_init__(self) -> None:
         self.resolution = (int(self.resolution[0]), int(self.resolution[1]))
+        if not 0.0 <= self.detail_carry <= 1.0:
+            raise ValueError(f"detail_carry must be within [0, 1], got {self.detail_carry}")
         if self.context not in CONTEXT_MODES:
             raise ValueError(f"generator context {self.context!r} is not one of {', '.join(CONTEXT_MODES)}")
         if self.context == "reuse" and self.steps < 2:
@@ -83,9 +95,14 @@ class Generator:
         self.cache = model.new_cache(batch_size, config.window_frames, (H // f // p) * (W // f // p),
                                      self.device, cache_dtype)
         self.prev = torch.zeros(batch_size, *self.latent_shape, device=self.device)  # last clean latent per slot
+        self.detail = torch.zeros(batch_size, 3, H, W, device=self.device)  # carried pixel detail, [-1, 1] units
+        self.decoded = torch.zeros(batch_size, 3, H, W, device=self.device)  # the last decoder output per slot
         self.frame_index = torch.zeros(batch_size, dtype=torch.long, device=self.device)  # rotary t of the next frame
         self.active = [False] * batch_size
         self.rngs = [torch.Generator(device=self.device) for _ in range(batch_size)]
+        # the carried detail turns with the camera as the engine's picture does (the model's own
+        # warp field of view when it has one)
+        self.warp_fov = model.cfg.camera_warp_fov or ENGINE_FOV_DEG
         self._pending: tuple | None = None  # the last tick's cache pass, until flush() runs it
 
     @classmethod
@@ -138,6 +155,11 @@ class Generator:
         self.frame_index[slot] = 0
         with self._precision():
             latents = self.tokenizer.encode(torch.from_numpy(frames).to(self.device)).float()  # [T0, C, h, w]
+            self.detail[slot] = 0.0
+            if self.config.detail_carry:
+                last = self.tokenizer.frames_to_input(torch.from_numpy(frames[-1:]).to(self.device))
+                self.decoded[slot] = self.tokenizer.decode(latents[-1:])[0]
+                self.detail[slot] = last[0] - self.decoded[slot]
         rows = torch.tensor([slot], device=self.device)
         # frames older than the window would fall out of the cache anyway
         for t in range(max(1, len(frames) - self.config.window_frames), len(frames)):
@@ -150,6 +172,7 @@ class Generator:
         self._check_slot(slot, must_be_active=False)
         self.flush()
         self.active[slot] = False
+        self.detail[slot] = 0.0
         self.cache.reset(slot)
 
     # --- one tick --------------------------------------------------------------------------
@@ -181,7 +204,7 @@ class Generator:
 
             x0 = sample(denoise, self._noise(rows), self.config.steps, eta=self.config.eta, shift=self.config.shift,
                         draw=lambda: self._noise(rows))  # [B, 1, C, h, w]
-            frames = self.tokenizer.decode_frames(x0[:, 0]).cpu().numpy()  # [B, H, W, 3]
+            frames = self._show(rows, x0[:, 0], camera).cpu().numpy()  # [B, H, W, 3]
         if reuse:
             self._finish(rows, x0)
         else:
@@ -204,6 +227,20 @@ class Generator:
             noisy = add_noise(x0, prev_level, self._noise(rows))
             self.model.forward_stream(noisy, prev_in, mods, view, append=True)
         self._finish(rows, x0)
+
+    def _show(self, rows: torch.Tensor, latent: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
+        """Decode the clean latents [B, C, h, w] to uint8 frames [B, H, W, 3], plus the carried detail."""
+        if not self.config.detail_carry:
+            return self.tokenizer.decode_frames(latent)
+        degrees = self.model.camera_degrees[camera[:, 0]]  # [B, 2] (yaw, pitch)
+        detail = self.config.detail_carry * warp_by_camera(self.detail[rows], degrees, self.warp_fov, padding="zeros")
+        decoded = self.tokenizer.decode(latent)
+        if self.config.detail_gate:
+            moved = warp_by_camera(self.decoded[rows], degrees, self.warp_fov)
+            change = (decoded - moved).abs().mean(dim=1, keepdim=True)  # [B, 1, H, W]
+            detail = detail * torch.exp(-change / self.config.detail_gate)
+        self.detail[rows], self.decoded[rows] = detail, decoded
+        return unit_to_frames(decoded + detail)
 
     def _append(self, rows: torch.Tensor, latent: torch.Tensor, actions: list[Action]) -> None:
         """A cache pass on its own (priming): latent [B, 1, C, h, w] at the context noise level."""

@@ -82,11 +82,16 @@ def _snapshot_tokenizer(source: Path, out: Path) -> Path:
     return snapshot
 
 
+# pixel detail carried where the picture stays (GeneratorConfig.detail_carry/detail_gate): better
+# than plain decoding on every figure of the held-out evaluation (docs/evaluation.md, 2026-11-29)
+SHIPPED_DETAIL = {"detail_carry": 1.0, "detail_gate": 0.2}
+
+
 def _checkpoint_config(cfg: TrainConfig, model_cfg: dict, tokenizer: Tokenizer, tokenizer_source: str,
                        resolution: tuple[int, int], seeds: list[int]) -> dict:
     """Everything needed to rebuild and run the model (docs/CONTRACTS.md, Checkpoints)."""
     generator = {"window_frames": cfg.clip_frames - 1, "steps": cfg.sampler_steps,
-                 "context_noise": DiffusionConfig().context_noise}
+                 "context_noise": DiffusionConfig().context_noise, **SHIPPED_DETAIL}
     return {"kind": "world_model", "model": model_cfg, "diffusion": asdict(DiffusionConfig()), "train": asdict(cfg),
             "generator": generator, "tokenizer": "tokenizer", "tokenizer_source": tokenizer_source,
             "tokenizer_stride": tokenizer.stride, "action_encoding_version": ENCODING_VERSION,
