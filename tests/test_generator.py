@@ -168,6 +168,8 @@ def test_detail_carry_shows_the_true_frame_where_the_model_keeps_its_latent():
     assert gen.detail[0].abs().max() == 0
     with pytest.raises(ValueError, match="detail_carry"):
         GeneratorConfig(detail_carry=1.5)
+    with pytest.raises(ValueError, match="detail_gate"):
+        GeneratorConfig(detail_gate=-0.1)
 
 
 def test_detail_carry_stream_is_deterministic_and_differs_from_plain_decoding():

@@ -4,7 +4,8 @@ Per stream (slot): a rolling KV cache of the last `window_frames` frames, the pr
 latent, an absolute frame counter and a random generator. Per tick, for all requested slots in
 one batched forward each:
   1. a few denoising steps of the new frame against the cache (the cache is only read);
-  2. decoding of the clean latent to RGB by the tokenizer; `step()` returns here;
+  2. decoding of the clean latent to RGB by the tokenizer (plus, with `detail_carry`, the pixel
+     detail the stream carries where its picture stays); `step()` returns here;
   3. one pass of the finished frame at the context noise level, which appends its keys and
      values to the cache (the oldest frame falls out once the window is full). It runs in
      `flush()`: a server calls it between ticks, and the next `step()` runs it if nobody did.
@@ -61,6 +62,8 @@ class GeneratorConfig:
         self.resolution = (int(self.resolution[0]), int(self.resolution[1]))
         if not 0.0 <= self.detail_carry <= 1.0:
             raise ValueError(f"detail_carry must be within [0, 1], got {self.detail_carry}")
+        if self.detail_gate < 0.0:
+            raise ValueError(f"detail_gate must be >= 0 (0: no gate), got {self.detail_gate}")
         if self.context not in CONTEXT_MODES:
             raise ValueError(f"generator context {self.context!r} is not one of {', '.join(CONTEXT_MODES)}")
         if self.context == "reuse" and self.steps < 2:
