@@ -37,7 +37,8 @@ class Rollouts:
         return self.true.shape[1] - 1
 
 
-def _batches(n: int, size: int) -> list[range]:
+def slot_batches(n: int, size: int) -> list[range]:
+    """Indices 0..n-1 in runs of at most `size`: the streams one predictor call steps together, in order."""
     return [range(i, min(i + size, n)) for i in range(0, n, size)]
 
 
@@ -55,7 +56,7 @@ def autoregressive(predictor: Predictor, episodes: list[EvalEpisode], context: i
     generated[:, 0] = true[:, 0]
     out = Rollouts(true, generated, [ep.actions[context:context + horizon] for ep in episodes], [ep.seed for ep in episodes])
     bar = tqdm(total=E * horizon, desc=desc, disable=not progress, unit="frame")
-    for batch in _batches(E, slots):
+    for batch in slot_batches(E, slots):
         for slot, e in enumerate(batch):
             predictor.start(slot, episodes[e].frames[:context], episodes[e].actions[:context])
         for h in range(1, horizon + 1):
@@ -84,7 +85,7 @@ def teacher_forced(predictor: Predictor, episodes: list[EvalEpisode], context: i
     prev = np.stack([episodes[e].frames[t - 1] for e, t in jobs])
     true = np.stack([episodes[e].frames[t] for e, t in jobs])
     pred = np.empty_like(true)
-    for batch in tqdm(_batches(len(jobs), slots), desc="teacher-forced", disable=not progress):
+    for batch in tqdm(slot_batches(len(jobs), slots), desc="teacher-forced", disable=not progress):
         for slot, j in enumerate(batch):
             e, t = jobs[j]
             predictor.start(slot, episodes[e].frames[t - context:t], episodes[e].actions[t - context:t])

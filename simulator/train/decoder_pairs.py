@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from simulator.actions import Action
 from simulator.data.shards import list_shards, read_shard
 from simulator.eval.episodes import EvalEpisode
-from simulator.eval.rollouts import _batches, autoregressive
+from simulator.eval.rollouts import slot_batches, autoregressive
 
 
 class LatentTap:
@@ -76,7 +76,7 @@ def make_pairs(generator, episodes: list[EvalEpisode], context: int, horizon: in
     rollouts = autoregressive(tap, episodes, context, horizon, slots, desc="decoder pairs", progress=progress)
     latents, frames, horizons = [], [], []
     calls = iter(tap.steps)
-    for batch in _batches(len(episodes), slots):
+    for batch in slot_batches(len(episodes), slots):
         for h in range(1, horizon + 1):
             step = next(calls)
             for slot, e in enumerate(batch):
