@@ -42,6 +42,14 @@ def load_frames(root: str | Path, max_frames: int | None = None, every: int = 1,
 
 
 @torch.inference_mode()
+def decode_latents(tokenizer: Tokenizer, latents: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """Normalised latents [N, C, h, w] (any float dtype, any device) -> uint8 frames [N, H, W, 3], in batches."""
+    device = next(tokenizer.parameters()).device
+    return np.concatenate([tokenizer.decode_frames(latents[i:i + batch_size].float().to(device)).cpu().numpy()
+                           for i in range(0, len(latents), batch_size)])
+
+
+@torch.inference_mode()
 def reconstruct(tokenizer: Tokenizer, frames: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """uint8 [N, H, W, 3] -> its reconstructions, uint8 [N, H, W, 3] (encode, then decode)."""
     device = next(tokenizer.parameters()).device

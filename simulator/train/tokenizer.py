@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from simulator.models.tokenizer import TOKENIZER_PRESETS, Tokenizer, TokenizerConfig, preset
-from simulator.models.tokenizer_eval import evaluate, load_frames, reconstruction_figures
+from simulator.models.tokenizer_eval import decode_latents, evaluate, load_frames, reconstruction_figures
 from simulator.models.tokenizer_trainer import TRAIN_PRESETS, TokenizerTrainer, build_trainer
 from simulator.train.decoder_pairs import load_pairs
 
@@ -92,13 +92,9 @@ def score(figures: dict[str, float]) -> float:
     return total
 
 
-@torch.no_grad()
 def generated_figures(model: Tokenizer, pairs: dict[str, torch.Tensor], batch_size: int = 256) -> dict[str, float]:
     """PSNR and sharpness of the decoded world-model latents of decoder pairs against their true frames."""
-    device = next(model.parameters()).device
-    decoded = np.concatenate([model.decode_frames(pairs["latents"][i:i + batch_size].float().to(device)).cpu().numpy()
-                              for i in range(0, len(pairs["latents"]), batch_size)])
-    figures = reconstruction_figures(pairs["frames"].numpy(), decoded)
+    figures = reconstruction_figures(pairs["frames"].numpy(), decode_latents(model, pairs["latents"], batch_size))
     return {"generated_psnr": figures["psnr"], "generated_sharpness_ratio": figures["sharpness_ratio"],
             "generated_ssim": figures["ssim"]}
 
