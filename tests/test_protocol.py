@@ -139,6 +139,22 @@ def test_outbox_keeps_only_the_latest_frame():
     assert second == [b"late"] and third is None
 
 
+def test_outbox_never_skips_a_kept_frame():
+    """An epoch's start frame (kept) survives the frames after it and drops the stale one before it."""
+    import asyncio
+
+    async def scenario():
+        box = Outbox("jpeg", 90)
+        box.put_frame(b"old epoch")
+        box.put_frame(b"start", keep=True)
+        box.put_frame(b"tick 1")
+        box.put_frame(b"tick 2")
+        return box, await box.next()
+
+    box, sent = asyncio.run(scenario())
+    assert sent == [b"start", b"tick 2"] and box.frames_skipped == 2
+
+
 def test_rate_limiter_allows_bursts_then_drops():
     limiter = RateLimiter(rate=1.0, burst=5)
     allowed = sum(limiter.allow() for _ in range(20))

@@ -163,17 +163,18 @@ class Server:
         session = Session(id=new_session_id(), slot=slot, start=start, player=outbox)
         self.sessions[session.id] = session
         outbox.put_control(self._welcome(session, "player", outbox))
-        self._publish(session, await self._backend(self._begin_epoch, session, session.formats()))
+        self._publish(session, await self._backend(self._begin_epoch, session, session.formats()), keep=True)
         session.live = True
         return session
 
-    def _publish(self, session: Session, per_format: dict[tuple[str, int], bytes]) -> None:
+    def _publish(self, session: Session, per_format: dict[tuple[str, int], bytes], keep: bool = False) -> None:
+        """Hand a tick's frames to every outbox; `keep`: an epoch's start frame, which no later frame skips."""
         if session.closed:
             return
         for outbox in session.outboxes():
             data = per_format.get((outbox.format, outbox.quality))
             if data is not None:  # None: a viewer that joined during this tick; it gets the next one
-                outbox.put_frame(data)
+                outbox.put_frame(data, keep=keep)
 
     def _start_condition(self, start: P.Start) -> StartCondition:
         if start.image is not None:
@@ -202,7 +203,7 @@ class Server:
             return
         session.start, session.tick = start, 0
         session.epoch += 1
-        self._publish(session, await self._backend(self._begin_epoch, session, session.formats()))
+        self._publish(session, await self._backend(self._begin_epoch, session, session.formats()), keep=True)
 
     async def _end_session(self, session: Session, reason: str, tell_player: bool = False) -> None:
         if session.closed:

@@ -53,7 +53,8 @@ class ActionMerger:
 class Outbox:
     """What one connection has still to send: a short queue of control messages (errors, pongs,
     welcome) and ONE latest-frame slot. A new frame overwrites an unsent one, so a slow client
-    skips frames and the producer never waits for it."""
+    skips frames and the producer never waits for it. A kept frame (an epoch's start frame, tick 0)
+    is never skipped: it queues behind the control messages and discards the stale frame before it."""
 
     CONTROL_LIMIT = 64  # control messages beyond this are dropped (a client not reading its errors)
 
@@ -70,10 +71,14 @@ class Outbox:
         self._control.append(data)
         self._wake.set()
 
-    def put_frame(self, data: bytes) -> None:
+    def put_frame(self, data: bytes, keep: bool = False) -> None:
         if self._frame is not None:
             self.frames_skipped += 1
-        self._frame = data
+        if keep:  # sent in order after the control messages; frames put later follow it
+            self._frame = None
+            self._control.append(data)
+        else:
+            self._frame = data
         self.frames_put += 1
         self._wake.set()
 
