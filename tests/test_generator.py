@@ -198,3 +198,22 @@ def test_detail_gate_keeps_detail_where_the_picture_stays_and_drops_it_where_it_
     assert torch.allclose(gen.detail[0], detail, atol=1e-5)
     gen._show(rows, last + 3.0 * torch.randn_like(last), still)  # a different picture: the detail goes
     assert gen.detail[0].abs().mean() < 0.2 * detail.abs().mean()
+
+
+def test_bf16_generator_runs_bf16_weight_copies_with_identical_frames(monkeypatch):
+    """Under bf16 the generator runs copies whose linear/conv weights are stored in bf16 (no cast
+    per call): frames bit-identical to autocast casting the fp32 weights, and the caller's model
+    (a trainer's, in world_eval; the eval's tokenizer figures) keeps its fp32 weights."""
+    import simulator.rollout.generator as generator_module
+
+    model, tok = _parts()
+    cfg = GeneratorConfig(resolution=(16, 16), window_frames=4, steps=2, precision="bf16")
+    fast = Generator(model, tok, cfg)
+    assert fast.model is model and fast._model.blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert fast._model.blocks[0].attn.q_scale.dtype == torch.float32  # norms stay fp32
+    assert all(p.dtype == torch.float32 for p in [*model.parameters(), *tok.parameters()])
+    monkeypatch.setattr(generator_module, "bf16_weights", lambda module: module)
+    cast_per_call = Generator(model, tok, cfg)
+    assert cast_per_call._model is model
+    for a, b in zip(_rollout(fast, [0], 4), _rollout(cast_per_call, [0], 4)):
+        np.testing.assert_array_equal(a[0], b[0])

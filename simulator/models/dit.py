@@ -106,10 +106,11 @@ class Attention(nn.Module):
         self.proj = nn.Linear(cfg.dim, cfg.dim)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer: int, attend: Attend) -> torch.Tensor:
-        q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)
-        q = apply_rotary(rms_norm(q, self.q_scale), cos, sin)
-        k = apply_rotary(rms_norm(k, self.k_scale), cos, sin)
-        out = attend(layer, q, k, v.to(q.dtype))  # [B, H, L, d]
+        qkv = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)
+        # q and k normalised and rotated together: half the small ops (the streaming path is bound by them)
+        scales = torch.stack([self.q_scale, self.k_scale])[:, None, None, None]  # [2, 1, 1, 1, d]
+        q, k = apply_rotary(rms_norm(qkv[:2], scales), cos, sin).unbind(0)
+        out = attend(layer, q, k, qkv[2].to(q.dtype))  # [B, H, L, d]
         return self.proj(rearrange(out, "b h l d -> b l (h d)"))
 
 

@@ -28,7 +28,7 @@ from simulator.checkpoint import load_checkpoint
 from simulator.diffusion import add_noise, sample, timesteps
 from simulator.models.camera_warp import ENGINE_FOV_DEG, warp_by_camera
 from simulator.models.dit import DiT, build_dit
-from simulator.models.precision import autocast, use_bf16
+from simulator.models.precision import autocast, bf16_weights, use_bf16
 from simulator.models.tokenizer import Tokenizer, unit_to_frames
 
 
@@ -78,8 +78,13 @@ class Generator:
                  batch_size: int = 1, device: str | torch.device = "cpu"):
         self.config = config = config or GeneratorConfig()
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device).eval()  # as given: what callers read (an eval runs the tokenizer in fp32)
         self.tokenizer = tokenizer.to(self.device).eval()
+        self.bf16 = use_bf16(config.precision, self.device)
+        # what the generator runs: under bf16, copies whose linear/conv weights are stored in bf16
+        # (bit-identical frames, without autocast casting every weight at every call)
+        self._model = bf16_weights(self.model) if self.bf16 else self.model
+        self._tokenizer = bf16_weights(self.tokenizer) if self.bf16 else self.tokenizer
         if model.cfg.chunk_frames != 1:
             raise ValueError(f"streaming answers one action per tick: the model's chunk_frames must be 1, "
                              f"got {model.cfg.chunk_frames}")
@@ -93,7 +98,6 @@ class Generator:
             raise ValueError(f"latent {H // f}x{W // f} of a {H}x{W} frame is not divisible by patch {p}")
         self.latent_shape = (model.cfg.latent_channels, H // f, W // f)  # (C, h, w)
         self.batch_size = batch_size
-        self.bf16 = use_bf16(config.precision, self.device)
         cache_dtype = torch.bfloat16 if self.bf16 else torch.float32
         self.cache = model.new_cache(batch_size, config.window_frames, (H // f // p) * (W // f // p),
                                      self.device, cache_dtype)
@@ -157,11 +161,11 @@ class Generator:
         self.rngs[slot].manual_seed(self.config.seed * 1_000_003 + slot)
         self.frame_index[slot] = 0
         with self._precision():
-            latents = self.tokenizer.encode(torch.from_numpy(frames).to(self.device)).float()  # [T0, C, h, w]
+            latents = self._tokenizer.encode(torch.from_numpy(frames).to(self.device)).float()  # [T0, C, h, w]
             self.detail[slot] = 0.0
             if self.config.detail_carry:
-                last = self.tokenizer.frames_to_input(torch.from_numpy(frames[-1:]).to(self.device))
-                self.decoded[slot] = self.tokenizer.decode(latents[-1:])[0]
+                last = self._tokenizer.frames_to_input(torch.from_numpy(frames[-1:]).to(self.device))
+                self.decoded[slot] = self._tokenizer.decode(latents[-1:])[0]
                 self.detail[slot] = last[0] - self.decoded[slot]
         rows = torch.tensor([slot], device=self.device)
         # frames older than the window would fall out of the cache anyway
@@ -196,13 +200,13 @@ class Generator:
         with self._precision():
             # every pass of the tick shares the rotary tables and cache views, and its adaLN
             # modulation depends only on (level, action): all passes' at once, [B, passes, .]
-            view = self.model.stream_view(self.cache, rows, self.frame_index[rows], 1, *self.latent_shape[1:])
+            view = self._model.stream_view(self.cache, rows, self.frame_index[rows], 1, *self.latent_shape[1:])
             mods = self._modulations(levels + [self.config.context_noise], prev_level, buttons, camera)
             passes = iter(range(len(levels)))
 
             def denoise(x: torch.Tensor, t: float) -> torch.Tensor:
                 i = next(passes)
-                return self.model.forward_stream(x, prev_in, [m[:, i:i + 1] for m in mods], view,
+                return self._model.forward_stream(x, prev_in, [m[:, i:i + 1] for m in mods], view,
                                                  append=reuse and i == len(levels) - 1).float()
 
             x0 = sample(denoise, self._noise(rows), self.config.steps, eta=self.config.eta, shift=self.config.shift,
@@ -228,16 +232,16 @@ class Generator:
         prev_level = torch.full((len(rows), 1), self.config.context_noise, device=self.device)  # [B, 1]
         with self._precision():
             noisy = add_noise(x0, prev_level, self._noise(rows))
-            self.model.forward_stream(noisy, prev_in, mods, view, append=True)
+            self._model.forward_stream(noisy, prev_in, mods, view, append=True)
         self._finish(rows, x0)
 
     def _show(self, rows: torch.Tensor, latent: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
         """Decode the clean latents [B, C, h, w] to uint8 frames [B, H, W, 3], plus the carried detail."""
         if not self.config.detail_carry:
-            return self.tokenizer.decode_frames(latent)
-        degrees = self.model.camera_degrees[camera[:, 0]]  # [B, 2] (yaw, pitch)
+            return self._tokenizer.decode_frames(latent)
+        degrees = self._model.camera_degrees[camera[:, 0]]  # [B, 2] (yaw, pitch)
         detail = self.config.detail_carry * warp_by_camera(self.detail[rows], degrees, self.warp_fov, padding="zeros")
-        decoded = self.tokenizer.decode(latent)
+        decoded = self._tokenizer.decode(latent)
         if self.config.detail_gate:
             moved = warp_by_camera(self.decoded[rows], degrees, self.warp_fov)
             change = (decoded - moved).abs().mean(dim=1, keepdim=True)  # [B, 1, H, W]
@@ -249,9 +253,9 @@ class Generator:
         """A cache pass on its own (priming): latent [B, 1, C, h, w] at the context noise level."""
         buttons, camera, prev_in, prev_level = self._inputs(rows, actions)
         with self._precision():
-            view = self.model.stream_view(self.cache, rows, self.frame_index[rows], 1, *self.latent_shape[1:])
+            view = self._model.stream_view(self.cache, rows, self.frame_index[rows], 1, *self.latent_shape[1:])
             noisy = add_noise(latent, prev_level, self._noise(rows))
-            self.model.forward_stream(noisy, prev_in, self._modulations([self.config.context_noise], prev_level,
+            self._model.forward_stream(noisy, prev_in, self._modulations([self.config.context_noise], prev_level,
                                                                         buttons, camera), view, append=True)
         self._finish(rows, latent)
 
@@ -265,9 +269,9 @@ class Generator:
         """The model's adaLN modulations [B, P, .] for P passes at noise `levels` under one action."""
         B, P = len(prev_level), len(levels)
         noise_level = torch.tensor(levels, device=self.device).expand(B, P)  # [B, P]
-        cond = self.model.condition(noise_level, prev_level.expand(B, P), buttons.expand(B, P, -1),
+        cond = self._model.condition(noise_level, prev_level.expand(B, P), buttons.expand(B, P, -1),
                                     camera.expand(B, P, -1))  # [B, P, D]
-        return self.model.modulations(cond)
+        return self._model.modulations(cond)
 
     def _inputs(self, rows: torch.Tensor, actions: list[Action]) -> tuple[torch.Tensor, ...]:
         """Actions and the lightly noised previous latents of the given slots, as model inputs."""
@@ -276,7 +280,7 @@ class Generator:
         camera = torch.from_numpy(bins).to(self.device)[:, None]  # [B, 1, 2]
         prev_level = torch.full((len(rows), 1), self.config.context_noise, device=self.device)  # [B, 1]
         prev_in = add_noise(self.prev[rows][:, None], prev_level, self._noise(rows))  # [B, 1, C, h, w]
-        prev_in = self.model.warp_previous(prev_in, camera)  # as in training: noised, then shifted by the camera
+        prev_in = self._model.warp_previous(prev_in, camera)  # as in training: noised, then shifted by the camera
         return buttons, camera, prev_in, prev_level
 
     def _noise(self, rows: torch.Tensor) -> torch.Tensor:
