@@ -60,9 +60,10 @@ def measure(url: str, actions: int, mean_gap_s: float, fmt: str, seed: int = 0) 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from simulator.serve.cli import add_backend_arguments
+    from simulator.serve.cli import add_backend_arguments, add_server_arguments
 
     add_backend_arguments(parser)
+    add_server_arguments(parser)
     parser.add_argument("--url", help="measure against this server instead of starting a local one")
     parser.add_argument("--actions", type=int, default=200, help="actions to time")
     parser.add_argument("--gap", type=float, default=0.15, help="mean seconds between actions (exponential)")

@@ -221,10 +221,11 @@ class PlayApp:
 # --- command line ---------------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from simulator.serve.cli import add_backend_arguments
+    from simulator.serve.cli import add_backend_arguments, add_server_arguments
 
     parser.add_argument("--url", help="join a remote server (ws://host:port) instead of starting one")
     add_backend_arguments(parser)
+    add_server_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="world seed to start from")
     parser.add_argument("--image", type=Path, help="start from this PNG/JPEG instead (image to world)")
     parser.add_argument("--format", choices=P.FORMATS, default=P.DEFAULT_FORMAT, help="frame encoding")

@@ -217,3 +217,30 @@ def test_bf16_generator_runs_bf16_weight_copies_with_identical_frames(monkeypatc
     assert cast_per_call._model is model
     for a, b in zip(_rollout(fast, [0], 4), _rollout(cast_per_call, [0], 4)):
         np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_an_abandoned_step_leaves_no_trace():
+    """step(abort=...) that says yes returns None and changes nothing: the stream then gives the
+    frames it would have given had the abandoned step never been asked for."""
+    model, tok = _parts()
+    cfg = GeneratorConfig(resolution=(16, 16), window_frames=4, steps=4, seed=3, context="reuse")
+    plain, interrupted = Generator(model, tok, cfg), Generator(model, tok, cfg)
+    frames, actions = _context()
+    for gen in (plain, interrupted):
+        gen.start(0, frames, actions)
+    asked = []
+
+    def abort_at_second_question() -> bool:
+        asked.append(True)
+        return len(asked) == 2
+
+    for t in range(4):
+        action = {0: Action(yaw=5.0 * (t % 3 - 1), forward=True)}
+        if t == 1:
+            asked.clear()
+            assert interrupted.step({0: Action(jump=True)}, abort=abort_at_second_question) is None
+            assert len(asked) == 2  # asked before pass 0, then before pass 1, and abandoned there
+        asked.clear()
+        got = interrupted.step(action, abort=lambda: asked.append(True) and False)
+        assert len(asked) == 2  # only before the first half of the 4 passes
+        np.testing.assert_array_equal(got[0], plain.step(action)[0])

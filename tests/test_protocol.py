@@ -119,6 +119,28 @@ def test_action_merger_keeps_taps_sums_camera_and_repeats_held_buttons():
     assert m.take().yaw == 20.0  # clamped to the per-tick range
 
 
+def test_action_merger_gives_back_an_abandoned_ticks_actions():
+    """A tick abandoned for a newer action (untake) loses nothing: its tap and camera move are
+    merged with the newer message, and the answered seq is the newer one's."""
+    m = ActionMerger()
+    m.add(0, Action(forward=True))
+    m.take()
+    m.add(1, Action(attack=True, yaw=4.0, hotbar=3))
+    assert m.take() == Action(attack=True, yaw=4.0, hotbar=3).quantized() and not m.changed()
+    m.add(2, Action(attack=True))
+    assert not m.changed()  # a repeat of what the tick already applies: not worth a restart
+    m.add(3, Action(yaw=6.0))
+    assert m.changed()
+    m.untake()
+    assert m.answered_seq == 0
+    merged = m.take()
+    assert merged == Action(attack=True, yaw=10.0, hotbar=3).quantized() and m.answered_seq == 3
+    assert m.take() == Action()  # then the last message's buttons (none) are held
+    with pytest.raises(RuntimeError, match="without a take"):
+        m.untake()
+        m.untake()
+
+
 def test_outbox_keeps_only_the_latest_frame():
     import asyncio
 

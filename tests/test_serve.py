@@ -242,7 +242,7 @@ class _CountingBackend(EngineBackend):
         super().__init__(*args, **kwargs)
         self.calls: list[set[int]] = []
 
-    def step(self, actions):
+    def step(self, actions, abort=None):
         self.calls.append(set(actions))
         return super().step(actions)
 
@@ -266,7 +266,7 @@ class _OrderBackend(EngineBackend):
         super().__init__(*args, **kwargs)
         self.events: list[str] = []
 
-    def step(self, actions):
+    def step(self, actions, abort=None):
         self.events.append("step")
         return super().step(actions)
 
@@ -282,3 +282,40 @@ def test_between_tick_work_runs_after_each_step():
     events = backend.events[:-1] if backend.events[-1] == "step" else backend.events  # stopped mid-tick
     assert events.count("step") >= 3
     assert events == ["step", "idle"] * (len(events) // 2)  # the model's cache pass: after its frames, before the next step
+
+
+class _SlowBackend(EngineBackend):
+    """A backend as slow as the model on a CPU: 4 'passes' of 30 ms, asking `abort` before the first two."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.abandoned = 0
+
+    def step(self, actions, abort=None):
+        for i in range(4):
+            if abort is not None and i < 2 and abort():
+                self.abandoned += 1
+                return None
+            time.sleep(0.03)
+        return super().step(actions)
+
+
+@pytest.mark.parametrize("restart", [True, False])
+def test_an_action_restarts_a_slow_tick_that_has_just_begun(restart):
+    backend = _SlowBackend(resolution=RESOLUTION, max_sessions=1, world_config=WORLD_PRESETS["tiny"])
+    with ServerThread(backend, ServerConfig(port=0, restart_on_action=restart)) as st:
+        with Client(st.url, start=P.Start(seed=1)) as player:
+            player.wait_frame()
+            for i in range(8):
+                # ticks run back to back (120 ms > the 50 ms period): the next one has just begun
+                time.sleep(0.005)
+                seq = player.send_action(Action(yaw=5.0, forward=i % 2 == 0))
+                got = player.wait_frame(5.0)
+                while got is not None and got.frame.seq < seq:
+                    got = player.wait_frame(5.0)
+                assert got is not None and got.frame.action.forward == (i % 2 == 0)  # nothing lost
+    assert backend.abandoned == st.server.restarts
+    if restart:
+        assert st.server.restarts >= 4  # most actions restarted the tick they landed in (timing leaves slack)
+    else:
+        assert st.server.restarts == 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,13 @@ class Backend(abc.ABC):
         RuntimeError when every slot is taken."""
 
     @abc.abstractmethod
-    def step(self, actions: dict[int, Action]) -> dict[int, np.ndarray]:
-        """One tick of every slot in `actions`, together; returns each slot's new frame."""
+    def step(self, actions: dict[int, Action],
+             abort: Callable[[], bool] | None = None) -> dict[int, np.ndarray] | None:
+        """One tick of every slot in `actions`, together; returns each slot's new frame.
+
+        `abort` (optional, called from the stepping thread): a backend whose step takes long may
+        ask it early on and, when it says True, return None having changed nothing (a server then
+        restarts the tick with the newer actions). A backend may ignore it."""
 
     @abc.abstractmethod
     def reset(self, slot: int, start: StartCondition) -> None:
@@ -150,8 +156,9 @@ class EngineBackend(Backend):
             frame = world.step(action)
         self._worlds[slot], self._frames[slot] = world, frame
 
-    def step(self, actions: dict[int, Action]) -> dict[int, np.ndarray]:
-        for slot in actions:
+    def step(self, actions: dict[int, Action],
+             abort: Callable[[], bool] | None = None) -> dict[int, np.ndarray]:
+        for slot in actions:  # a tick of the engine takes ~1 ms: never worth abandoning
             self._check(slot)
         for slot, action in actions.items():
             self._frames[slot] = self._worlds[slot].step(action)
@@ -246,10 +253,13 @@ class DreamBackend(Backend):
         frames = [world.reset()] + [world.step(NOOP) for _ in range(self.config.context_frames - 1)]
         return np.stack(frames), [NOOP] * len(frames)
 
-    def step(self, actions: dict[int, Action]) -> dict[int, np.ndarray]:
+    def step(self, actions: dict[int, Action],
+             abort: Callable[[], bool] | None = None) -> dict[int, np.ndarray] | None:
         for slot in actions:
             self._check(slot)
-        frames = self.generator.step({slot: action.quantized() for slot, action in actions.items()})
+        frames = self.generator.step({slot: action.quantized() for slot, action in actions.items()}, abort=abort)
+        if frames is None:  # abandoned for a newer action: nothing changed
+            return None
         self._frames.update(frames)
         return {slot: frames[slot] for slot in actions}
 

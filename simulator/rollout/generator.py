@@ -13,10 +13,14 @@ The passes of one tick share their rotary tables, cache views and adaLN modulati
 once per tick: they depend only on noise level and action).
 Deterministic for a given seed: every slot draws its noise from its own generator, reseeded
 by `start()`, so a stream does not depend on which other slots run beside it.
+A step can be abandoned before its first passes (`step(..., abort=...)`, when a newer action
+arrived: the server restarts the tick with it): it then leaves no trace, not even in the noise
+generators, so frames still depend only on the actions of the ticks that ran.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -69,6 +73,10 @@ class GeneratorConfig:
         if self.context == "reuse" and self.steps < 2:
             raise ValueError(f"context 'reuse' keeps the last denoising pass's keys/values: with {self.steps} step "
                              f"that pass sees pure noise; use steps >= 2 or context 'pass'")
+
+
+class _Abandoned(Exception):
+    """Raised inside a step whose `abort()` said yes; the step restores what it changed."""
 
 
 class Generator:
@@ -185,33 +193,47 @@ class Generator:
     # --- one tick --------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def step(self, actions: dict[int, Action]) -> dict[int, np.ndarray]:
-        """One tick for the given slots -> {slot: uint8 [H, W, 3]}."""
+    def step(self, actions: dict[int, Action],
+             abort: Callable[[], bool] | None = None) -> dict[int, np.ndarray] | None:
+        """One tick for the given slots -> {slot: uint8 [H, W, 3]}.
+
+        `abort`, asked before each of the first half of the denoising passes: when it returns
+        True the step is abandoned and returns None, leaving the streams exactly as they were
+        (the newer action it waits for is worth more than the passes already spent)."""
         if not actions:
             return {}
         self.flush()
         slots = sorted(actions)
         for slot in slots:
             self._check_slot(slot, must_be_active=True)
+        rng_states = [self.rngs[s].get_state() for s in slots] if abort is not None else None
         rows = torch.tensor(slots, device=self.device)
         buttons, camera, prev_in, prev_level = self._inputs(rows, [actions[s] for s in slots])
         levels = timesteps(self.config.steps, self.config.shift).tolist()[:-1]  # the levels denoised from
         reuse = self.config.context == "reuse"
-        with self._precision():
-            # every pass of the tick shares the rotary tables and cache views, and its adaLN
-            # modulation depends only on (level, action): all passes' at once, [B, passes, .]
-            view = self._model.stream_view(self.cache, rows, self.frame_index[rows], 1, *self.latent_shape[1:])
-            mods = self._modulations(levels + [self.config.context_noise], prev_level, buttons, camera)
-            passes = iter(range(len(levels)))
+        try:
+            with self._precision():
+                # every pass of the tick shares the rotary tables and cache views, and its adaLN
+                # modulation depends only on (level, action): all passes' at once, [B, passes, .]
+                view = self._model.stream_view(self.cache, rows, self.frame_index[rows], 1, *self.latent_shape[1:])
+                mods = self._modulations(levels + [self.config.context_noise], prev_level, buttons, camera)
+                passes = iter(range(len(levels)))
 
-            def denoise(x: torch.Tensor, t: float) -> torch.Tensor:
-                i = next(passes)
-                return self._model.forward_stream(x, prev_in, [m[:, i:i + 1] for m in mods], view,
-                                                 append=reuse and i == len(levels) - 1).float()
+                def denoise(x: torch.Tensor, t: float) -> torch.Tensor:
+                    i = next(passes)
+                    # nothing is written (cache, counters) before the last pass: safe to abandon
+                    if abort is not None and 2 * i < len(levels) and abort():
+                        raise _Abandoned
+                    return self._model.forward_stream(x, prev_in, [m[:, i:i + 1] for m in mods], view,
+                                                      append=reuse and i == len(levels) - 1).float()
 
-            x0 = sample(denoise, self._noise(rows), self.config.steps, eta=self.config.eta, shift=self.config.shift,
-                        draw=lambda: self._noise(rows))  # [B, 1, C, h, w]
-            frames = self._show(rows, x0[:, 0], camera).cpu().numpy()  # [B, H, W, 3]
+                x0 = sample(denoise, self._noise(rows), self.config.steps, eta=self.config.eta,
+                            shift=self.config.shift, draw=lambda: self._noise(rows))  # [B, 1, C, h, w]
+                frames = self._show(rows, x0[:, 0], camera).cpu().numpy()  # [B, H, W, 3]
+        except _Abandoned:
+            for slot, state in zip(slots, rng_states):
+                self.rngs[slot].set_state(state)
+            return None
         if reuse:
             self._finish(rows, x0)
         else:

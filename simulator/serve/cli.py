@@ -47,6 +47,13 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
                              "at the median against 169 ms with 2, docs/benchmarks.md)")
 
 
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of a server, local (`play`, `bench latency`) or not (`serve`)."""
+    parser.add_argument("--no-restart", action="store_true",
+                        help="never abandon a tick that has just begun for a player's newer, different action "
+                             "(by default the tick restarts with it, which answers it up to a tick sooner)")
+
+
 def default_threads() -> int:
     """Torch threads for serving on CPU: every core but one (at least one)."""
     return max(1, (os.cpu_count() or 2) - 1)
@@ -78,13 +85,15 @@ def start_local_server(args: argparse.Namespace):
     from simulator.serve.server import ServerConfig, ServerThread
 
     backend = make_backend(args)
-    return None if backend is None else ServerThread(backend, ServerConfig(port=0)).start()
+    return None if backend is None else ServerThread(backend, ServerConfig(
+        port=0, restart_on_action=not args.no_restart)).start()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from simulator.serve.server import ServerConfig
 
     add_backend_arguments(parser)
+    add_server_arguments(parser)
     parser.add_argument("--host", default=ServerConfig.host, help="interface to bind (default: localhost only)")
     parser.add_argument("--port", type=int, default=ServerConfig.port)
     parser.add_argument("--record-dir", type=Path, help="record every session (VPT format) under this folder")
@@ -100,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
     if backend is None:
         return 1
     config = ServerConfig(host=args.host, port=args.port, record_dir=args.record_dir,
-                          default_seed=args.default_seed)
+                          default_seed=args.default_seed, restart_on_action=not args.no_restart)
 
     async def run() -> None:
         server = Server(backend, config)

@@ -49,6 +49,10 @@ class ServerConfig:
     hello_timeout_s: float = 10.0
     default_seed: int = 0  # a player's start when its hello names none
     record_dir: Path | None = None  # record every session epoch under this folder
+    # a player's action that arrives while a slow backend (the model) is early in a tick, and
+    # changes that tick's action, abandons the tick and restarts it with the action: the answer
+    # comes up to a whole tick sooner (at most one restart per tick; docs/protocol.md "Timing")
+    restart_on_action: bool = True
 
 
 SERVER_PRESETS: dict[str, ServerConfig] = {
@@ -66,6 +70,7 @@ class Server:
         self._ticker: asyncio.Task | None = None
         self.port: int | None = None
         self.ticks = 0
+        self.restarts = 0  # ticks abandoned for a newer action and run again
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -111,11 +116,13 @@ class Server:
         sessions = [s for s in self.sessions.values() if s.live and not s.closed]
         if not sessions:
             return
-        actions = {s.slot: s.merger.take() for s in sessions}
-        seqs = {s.id: s.merger.answered_seq for s in sessions}
-        t0 = time.perf_counter()
-        frames = await self._backend(self.backend.step, actions)
-        gen_ms = (time.perf_counter() - t0) * 1000.0
+        frames, actions, seqs, gen_ms = await self._step(sessions, restartable=self.config.restart_on_action)
+        if frames is None:  # abandoned for a newer action: once more with it, to the end this time
+            self.restarts += 1
+            sessions = [s for s in sessions if not s.closed]  # a player may have left meanwhile
+            if not sessions:
+                return
+            frames, actions, seqs, gen_ms = await self._step(sessions, restartable=False)
         self.ticks += 1
         for s in sessions:
             s.tick += 1
@@ -127,6 +134,19 @@ class Server:
         # what the step left for later (the model's cache pass) runs now, while the frames go
         # out, not after the next tick's actions are read
         await self._backend(self.backend.idle)
+
+    async def _step(self, sessions: list[Session], restartable: bool) -> tuple:
+        """Take each session's action for this tick and step the backend: (frames or None when
+        abandoned, actions, answered seqs, ms). An abandoned step gives its actions back."""
+        actions = {s.slot: s.merger.take() for s in sessions}
+        seqs = {s.id: s.merger.answered_seq for s in sessions}
+        abort = (lambda: any(s.merger.changed() for s in sessions)) if restartable else None
+        t0 = time.perf_counter()
+        frames = await self._backend(self.backend.step, actions, abort)
+        if frames is None:
+            for s in sessions:
+                s.merger.untake()
+        return frames, actions, seqs, (time.perf_counter() - t0) * 1000.0
 
     def _encode_all(self, jobs: list[tuple[Session, np.ndarray, Action, int, set[tuple[str, int]]]],
                     gen_ms: float) -> list[tuple[Session, dict[tuple[str, int], bytes]]]:

@@ -32,6 +32,9 @@ class ActionMerger:
         self._held = Action()
         self.last_seq = -1  # seq of the latest action received
         self.answered_seq = -1  # seq of the latest action merged into a tick
+        # what the last take() consumed (messages, held action and answered seq before it) and gave
+        self._taken: tuple[list[Action], Action, int] | None = None
+        self._took: Action | None = None
 
     def add(self, seq: int, action: Action) -> None:
         self._pending.append(action)
@@ -39,14 +42,38 @@ class ActionMerger:
 
     def take(self) -> Action:
         pending, self._pending = self._pending, []
+        self._taken = (pending, self._held, self.answered_seq)
+        if pending:
+            self._held = pending[-1]
+            self.answered_seq = self.last_seq
+        self._took = self._merge(pending, self._held)
+        return self._took
+
+    def changed(self) -> bool:
+        """Whether the messages that arrived since the last take() would change the action it gave
+        (a client repeats its action every frame: only a real change is worth restarting a tick).
+        Safe to ask from another thread while messages arrive."""
+        newer = list(self._pending)
+        if not newer or self._taken is None:
+            return False
+        return self._merge(self._taken[0] + newer, newer[-1]) != self._took
+
+    def untake(self) -> None:
+        """Undo the last take(): its tick was abandoned, so the next take() merges its messages
+        with the newer ones (a tap or a camera move sent before the restart still lands)."""
+        if self._taken is None:
+            raise RuntimeError("untake() without a take() before it")
+        (pending, self._held, self.answered_seq), self._taken = self._taken, None
+        self._pending = pending + self._pending
+
+    @staticmethod
+    def _merge(pending: list[Action], held: Action) -> Action:
         if not pending:
-            return Action(**{n: getattr(self._held, n) for n in BUTTONS})
-        self._held = pending[-1]
+            return Action(**{n: getattr(held, n) for n in BUTTONS})
         buttons = {n: any(getattr(a, n) for a in pending) for n in BUTTONS}
         presses = [a.hotbar for a in pending if a.hotbar is not None]
         yaw = max(-CAMERA_MAX_DEG, min(CAMERA_MAX_DEG, sum(a.yaw for a in pending)))
         pitch = max(-CAMERA_MAX_DEG, min(CAMERA_MAX_DEG, sum(a.pitch for a in pending)))
-        self.answered_seq = self.last_seq
         return Action(**buttons, hotbar=presses[-1] if presses else None, yaw=yaw, pitch=pitch).quantized()
 
 
