@@ -25,8 +25,14 @@ from simulator.serve import protocol as P
 TARGET_MEDIAN_MS, TARGET_P99_MS = 80.0, 200.0
 
 
-def measure(url: str, actions: int, mean_gap_s: float, fmt: str, seed: int = 0) -> list[float]:
-    """Latencies (ms) of `actions` actions sent at random moments through a displaying client."""
+PATTERNS = ("random", "look")
+
+
+def measure(url: str, actions: int, mean_gap_s: float, fmt: str, seed: int = 0,
+            pattern: str = "random") -> tuple[list[float], float]:
+    """Latencies (ms) of `actions` actions through a displaying client, sent at random moments
+    ("random": key presses) or one per displayed frame with a camera move ("look": `patchworld
+    play` while the mouse turns the camera); and the frames/s the window showed meanwhile."""
     import pygame
 
     rng = random.Random(seed)
@@ -36,12 +42,13 @@ def measure(url: str, actions: int, mean_gap_s: float, fmt: str, seed: int = 0) 
     latencies: list[float] = []
     waiting: dict[int, float] = {}  # seq -> sent at
     next_send = time.monotonic() + 0.5
-    sent = 0
+    sent = shown_frames = 0
+    began = time.monotonic()
     try:
         while len(latencies) < actions and client.connected:
             pygame.event.pump()
             now = time.monotonic()
-            if now >= next_send and sent < actions:
+            if pattern == "random" and now >= next_send and sent < actions:
                 action = Action(forward=sent % 2 == 0, yaw=4.0 * (sent % 3 - 1))
                 waiting[client.send_action(action)] = time.monotonic()
                 sent += 1
@@ -51,12 +58,16 @@ def measure(url: str, actions: int, mean_gap_s: float, fmt: str, seed: int = 0) 
                 continue
             window.show(got.image, [])
             shown = time.monotonic()
+            shown_frames += 1
             for seq in [s for s in waiting if s <= got.frame.seq]:
                 latencies.append((shown - waiting.pop(seq)) * 1000.0)
+            if pattern == "look" and sent < actions:
+                waiting[client.send_action(Action(forward=True, yaw=3.0 if sent % 2 else -3.0))] = time.monotonic()
+                sent += 1
     finally:
         window.close()
         client.close()
-    return latencies
+    return latencies, shown_frames / (time.monotonic() - began)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="measure against this server instead of starting a local one")
     parser.add_argument("--actions", type=int, default=200, help="actions to time")
     parser.add_argument("--gap", type=float, default=0.15, help="mean seconds between actions (exponential)")
+    parser.add_argument("--pattern", choices=PATTERNS, default="random",
+                        help="when actions are sent: at random moments (key presses; default) or one per displayed "
+                             "frame with a camera move (mouse look)")
     parser.add_argument("--format", choices=P.FORMATS, default=P.DEFAULT_FORMAT)
     parser.add_argument("--note", default="", help="appended to the recorded notes (e.g. 'machine shared')")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to docs/benchmarks.md")
@@ -87,19 +101,24 @@ def main(args: argparse.Namespace) -> int:
                 else f"dream backend, checkpoint {backend.checkpoint}") + f", {backend.resolution[0]}x" \
                                                                            f"{backend.resolution[1]}, loopback"
     try:
-        latencies = np.array(measure(url, args.actions, args.gap, args.format))
+        measured, fps = measure(url, args.actions, args.gap, args.format, pattern=args.pattern)
+        latencies = np.array(measured)
     finally:
         if server is not None:
             server.stop()
     median, p99 = float(np.median(latencies)), float(np.percentile(latencies, 99))
-    table = markdown_table(["actions", "median ms", "p90 ms", "p99 ms", "max ms", "targets (median / p99)", "met"],
+    table = markdown_table(["actions", "median ms", "p90 ms", "p99 ms", "max ms", "frames/s shown",
+                            "targets (median / p99)", "met"],
                            [[len(latencies), median, float(np.percentile(latencies, 90)), p99,
-                             float(latencies.max()), f"{TARGET_MEDIAN_MS:.0f} / {TARGET_P99_MS:.0f} ms",
+                             float(latencies.max()), fps, f"{TARGET_MEDIAN_MS:.0f} / {TARGET_P99_MS:.0f} ms",
                              "yes" if median <= TARGET_MEDIAN_MS and p99 <= TARGET_P99_MS else "no"]])
-    notes = (f"{what}; {args.format} frames; actions at random moments (mean gap {args.gap} s); latency = "
-             f"send -> first answering frame decoded and flipped to a pygame window "
-             f"(SDL driver {os.environ.get('SDL_VIDEODRIVER') or 'default'}). The server ticks at 20 Hz, so an "
-             f"action waits 25 ms on average for its tick. " + args.note).strip()
+    when = (f"actions at random moments (mean gap {args.gap} s)" if args.pattern == "random"
+            else "one action per displayed frame, each turning the camera (mouse look)")
+    ticks = ("the remote server's tick policy" if args.url else "fixed 20 Hz ticks (--no-restart)"
+             if args.no_restart else "a new, different action restarts a tick that has just begun")
+    notes = (f"{what}; {args.format} frames; {when}; latency = send -> first answering frame decoded and "
+             f"flipped to a pygame window (SDL driver {os.environ.get('SDL_VIDEODRIVER') or 'default'}); "
+             f"{ticks}. " + args.note).strip()
     if args.no_record:
         print(table + "\n\n" + notes)
     else:

@@ -44,7 +44,7 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads for the model (default: all cores but one, which the server loop, "
                              "JPEG encoding and a local client need: on 2 cores, 1 thread answered actions in 87 ms "
-                             "at the median against 169 ms with 2, docs/benchmarks.md)")
+                             "at the median against 169 ms with 2, before tick restarts; docs/benchmarks.md)")
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
