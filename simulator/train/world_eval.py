@@ -14,7 +14,8 @@ through the streaming Generator, so what is measured is what players get.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, replace
+import itertools
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -160,15 +161,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--steps", default=None, help="sampler steps, comma-separated to compare (default: the checkpoint's)")
     parser.add_argument("--eta", default=None, help="sampler eta, comma-separated to compare (default: the checkpoint's)")
+    parser.add_argument("--generator", nargs="+", default=[], metavar="KEY=V1,V2",
+                        help="other generator options (GeneratorConfig fields), each with values to compare, e.g. "
+                             "context_noise=0,0.05 context=pass,reuse (every combination is run)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--note", default="", help="appended to the recorded notes (e.g. 'machine shared')")
     parser.add_argument("--no-record", action="store_true", help="print only")
 
 
-def _figures_table(settings: list[tuple[int, float]], results: list[dict[str, float]]) -> str:
-    """One column per sampler setting, one row per figure."""
-    header = ["figure"] + [f"steps {s}, eta {e:g}" for s, e in settings]
+def _figures_table(settings: list[dict], results: list[dict[str, float]]) -> str:
+    """One column per generator setting, one row per figure."""
+    def name(key: str, value) -> str:
+        return f"{key.replace('_', ' ')} {value:g}" if isinstance(value, float) else f"{key.replace('_', ' ')} {value}"
+
+    header = ["figure"] + [", ".join(name(k, v) for k, v in setting.items()) for setting in settings]
     return markdown_table(header, [[name] + [r[name] for r in results] for name in results[0]])
+
+
+def generator_grid(gen_config: GeneratorConfig, steps: str | None, eta: str | None,
+                   options: list[str]) -> list[dict]:
+    """Every combination of the compared values: [{"steps": 4, "eta": 1.0, ...}, ...]."""
+    from simulator.eval.cli import parse_options
+
+    axes: dict[str, list] = {"steps": [int(v) for v in steps.split(",")] if steps else [gen_config.steps],
+                             "eta": [float(v) for v in eta.split(",")] if eta else [gen_config.eta]}
+    known = {f.name for f in fields(GeneratorConfig)}
+    for item in options:
+        key, _, values = item.partition("=")
+        if key not in known:
+            raise SystemExit(f"unknown generator option {key!r} (known: {', '.join(sorted(known))})")
+        axes[key] = [parse_options([f"{key}={v}"])[key] for v in values.split(",")]
+    return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -176,14 +199,12 @@ def main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     gen = Generator.from_checkpoint(args.checkpoint)
-    steps = [int(v) for v in args.steps.split(",")] if args.steps else [gen.config.steps]
-    etas = [float(v) for v in args.eta.split(",")] if args.eta else [gen.config.eta]
-    settings = [(s, e) for s in steps for e in etas]
+    settings = generator_grid(gen.config, args.steps, args.eta, args.generator)
     clips = load_eval_clips(args.heldout, args.clips, 4 + 16)
     results = []
-    for s, e in settings:
-        config = replace(gen.config, steps=s, eta=e)
-        results.append(evaluate(gen.model, gen.tokenizer, clips, config, gen.device, context=4)[0])
+    for setting in settings:
+        results.append(evaluate(gen.model, gen.tokenizer, clips, replace(gen.config, **setting), gen.device,
+                                context=4)[0])
     table = _figures_table(settings, results)
     config = load_config(args.checkpoint)
     notes = (f"World model `{args.checkpoint}` after {config.get('steps')} training steps; held-out world seeds "
