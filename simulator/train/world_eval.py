@@ -215,7 +215,8 @@ def main(args: argparse.Namespace) -> int:
         print(table + "\n\n" + notes)
     else:
         command = "python -m simulator.train.world_eval " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "note" and v not in (None, False, ""))
+            f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()
+            if k != "note" and v not in (None, False, "", []))
         record("World model held-out figures", table, command=command, notes=notes)
     return 0
 
