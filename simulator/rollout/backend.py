@@ -183,17 +183,15 @@ class DreamConfig:
     world_preset: str = "cpu"  # simulator.world.engine.WORLD_PRESETS entry that renders them (size replaced)
     max_sessions: int = 4  # Generator batch size: slots stepped together each tick
     device: str = "cpu"
-    # GeneratorConfig.context for live play: "reuse" saves one model pass per tick (20% of the
-    # compute), at a cost with the shipped checkpoint: 0.4 dB over rollout horizons 1-16 and less
-    # camera following than "pass" (docs/benchmarks.md, "live play's generator settings")
+    # GeneratorConfig.context for live play: "reuse" saves one model pass per tick; on held-out
+    # worlds its rollouts were within sampling noise of "pass" (docs/benchmarks.md; on 8 worlds
+    # that noise is ~0.6 dB over rollout horizons 1-16 between two sampling seeds)
     context: str = "reuse"
 
 
 DREAM_PRESETS: dict[str, DreamConfig] = {
     "cpu": DreamConfig(),
-    # a GPU has the compute for the cache pass, which the shipped checkpoint uses better (held out:
-    # +0.4 dB over horizons 1-16, camera following 0.65 against 0.50; docs/benchmarks.md)
-    "gpu": DreamConfig(max_sessions=16, device="cuda", context="pass"),
+    "gpu": DreamConfig(max_sessions=16, device="cuda"),
 }
 
 
