@@ -115,3 +115,27 @@ def test_parse_seeds():
         parse_seeds(["12-10"])
     with pytest.raises(ValueError, match="repeat"):
         parse_seeds(["1", "0-2"])
+
+
+def test_eval_compare_tables_settings_with_their_seed_spread(report, tmp_path, capsys):
+    """`patchworld eval-compare` reads metrics.json folders: one run gives its figures, several the
+    mean ±half range; figures a run did not measure (a quick eval's horizon 16) read '-'."""
+    import shutil
+
+    from simulator.eval.compare import compare_table, parse_setting
+
+    out, m, _ = report
+    other = tmp_path / "other"
+    shutil.copytree(out, other)
+    shifted = json.loads((other / "metrics.json").read_text())
+    shifted["teacher_forced"]["model"]["psnr"] += 1.0
+    (other / "metrics.json").write_text(json.dumps(shifted))
+    table = compare_table([parse_setting(f"one={out}"), parse_setting(f"two={out},{other}")])
+    one, two = table.splitlines()[2:]
+    tf = m["teacher_forced"]["model"]["psnr"]
+    assert one.startswith(f"| one (1 run) | {tf:.2f} |") and two.startswith(f"| two (2 runs) | {tf + 0.5:.2f} ±0.50 |")
+    h1 = m["rollout"]["methods"]["model"]["psnr_mean"][0]
+    assert f"| {h1:.2f} |" in one and "| - |" in one  # horizon 1 measured; horizon 16 not (8-frame quick eval)
+    assert cli_main(["eval-compare", f"one={out}"]) == 0 and "| one (1 run) |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no metrics.json"):
+        cli_main(["eval-compare", f"none={tmp_path / 'missing'}"])

@@ -1,0 +1,102 @@
+"""`patchworld eval-compare`: the headline figures of several evaluations side by side.
+
+Each argument names a setting and the `patchworld eval` output folders that evaluated it:
+`NAME=DIR[,DIR...]`. Several folders of one setting (the same generator with other sampling
+seeds, `--generator seed=N`) give the mean and the spread (half the range) of each figure: one
+8-world evaluation moves with the sampler's seed by more than many settings differ
+(docs/benchmarks.md), so compare settings over several seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from simulator.benchlog import markdown_table, record
+
+# (column, how to read it from a metrics.json)
+FIGURES: list[tuple[str, object]] = [
+    ("TF PSNR", lambda m: m["teacher_forced"]["model"]["psnr"]),
+    ("TF sharpness", lambda m: m["teacher_forced"]["model"]["sharpness"]),
+    ("TF FD", lambda m: m["teacher_forced"]["model"]["fd"]),
+    *[(f"h{h}", (lambda h: lambda m: _rollout(m, "psnr_mean")[h - 1])(h)) for h in (1, 8, 16, 32, 64)],
+    ("mean h1-16", lambda m: float(np.mean(_rollout(m, "psnr_mean")[:16]))),
+    *[(f"sharpness h{h}", (lambda h: lambda m: _rollout(m, "sharpness_mean")[h - 1])(h)) for h in (1, 8, 32)],
+    ("IDM first 8", lambda m: m["control"]["first_8"]["generated"]["action"]),
+    ("IDM first 64", lambda m: m["control"]["first_64"]["generated"]["action"]),
+    ("yaw slope", lambda m: m["camera"]["methods"]["model"]["all"]["yaw"]["slope"]),
+    ("colour drift from", lambda m: m["stability"]["collapse_onset"]["colour_drift"]),
+]
+
+
+def _rollout(metrics: dict, key: str) -> list[float]:
+    return metrics["rollout"]["methods"]["model"][key]
+
+
+def parse_setting(text: str) -> tuple[str, list[Path]]:
+    """"NAME=DIR[,DIR...]" -> (name, folders)."""
+    name, sep, dirs = text.partition("=")
+    if not sep or not name or not dirs:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=DIR[,DIR...]")
+    return name, [Path(d) for d in dirs.split(",")]
+
+
+def figures(folder: Path) -> dict[str, float | None]:
+    """The headline figures of one evaluation folder (None where the run did not measure one)."""
+    path = folder / "metrics.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} holds no metrics.json (a `patchworld eval --out` folder?)")
+    metrics = json.loads(path.read_text())
+    out: dict[str, float | None] = {}
+    for column, read in FIGURES:
+        try:
+            value = read(metrics)  # type: ignore[operator]
+        except (KeyError, IndexError, TypeError):
+            value = None
+        out[column] = None if value is None else float(value)
+    return out
+
+
+def _cell(values: list[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    if not known:
+        return "-"
+    mean, spread = float(np.mean(known)), (max(known) - min(known)) / 2
+    digits = 0 if all(float(v).is_integer() for v in known) else 2  # frame numbers stay whole
+    return f"{mean:.{digits}f}" if len(known) == 1 else f"{mean:.{digits}f} ±{spread:.{digits}f}"
+
+
+def compare_table(settings: list[tuple[str, list[Path]]]) -> str:
+    """Markdown: one row per setting (mean ± half range over its folders), one column per figure."""
+    rows = []
+    for name, folders in settings:
+        per_run = [figures(f) for f in folders]
+        rows.append([f"{name} ({len(folders)} run{'s' if len(folders) > 1 else ''})"]
+                    + [_cell([r[column] for r in per_run]) for column, _ in FIGURES])
+    return markdown_table(["setting"] + [column for column, _ in FIGURES], rows)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("settings", nargs="+", type=parse_setting, metavar="NAME=DIR[,DIR...]",
+                        help="a setting's name and the `patchworld eval --out` folders that evaluated it")
+    parser.add_argument("--record", action="store_true", help="append the table to docs/benchmarks.md")
+    parser.add_argument("--title", default="World model: evaluations compared", help="section title with --record")
+    parser.add_argument("--note", default="", help="recorded under the table")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        table = compare_table(args.settings)
+    except FileNotFoundError as err:
+        raise SystemExit(str(err)) from None
+    notes = ("TF = teacher-forced; h = rollout horizon (PSNR, dB); FD on the IDM's features; 'colour drift from' = "
+             "first frame of the long rollouts where colour drift sets in. Several runs of a setting: mean ±half "
+             "their range. " + args.note).strip()
+    if args.record:
+        record(args.title, table, notes=notes)
+    else:
+        print(table + "\n\n" + notes)
+    return 0
