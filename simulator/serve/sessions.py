@@ -56,7 +56,7 @@ class ActionMerger:
         newer = list(self._pending)
         if not newer or self._taken is None:
             return False
-        return self._merge(self._taken[0] + newer, newer[-1]) != self._took
+        return self._merge(self._taken[0] + newer, self._held) != self._took
 
     def untake(self) -> None:
         """Undo the last take(): its tick was abandoned, so the next take() merges its messages
