@@ -156,3 +156,15 @@ def test_dream_backend_passes_its_context_mode_to_the_generator(tiny_checkpoint)
     assert int(trained.generator.frame_index[slot]) == frames_in_cache  # its cache pass waits ...
     trained.idle()  # ... for the time between ticks
     assert int(trained.generator.frame_index[slot]) == frames_in_cache + 1
+
+
+def test_dream_backend_abandons_a_step_without_a_trace(tiny_checkpoint):
+    """DreamBackend.step(abort=...) hands the generator's abort through: an abandoned step returns
+    None and keeps the slot's frame; the stream then goes on as if it had not been asked for."""
+    plain, interrupted = _dream(tiny_checkpoint, sessions=1), _dream(tiny_checkpoint, sessions=1)
+    a, b = plain.open(StartCondition(seed=3)), interrupted.open(StartCondition(seed=3))
+    before = interrupted.frame(b).copy()
+    assert interrupted.step({b: Action(jump=True)}, abort=lambda: True) is None
+    assert np.array_equal(interrupted.frame(b), before)
+    for act in ACTIONS[1:4]:
+        assert np.array_equal(plain.step({a: act})[a], interrupted.step({b: act}, abort=lambda: False)[b])
