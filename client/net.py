@@ -69,12 +69,15 @@ class Client:
 
     # --- sending -------------------------------------------------------------------------
 
-    def send_action(self, action: Action) -> int:
-        """Send one action; returns its sequence number."""
+    def send_action(self, action: Action, timed: bool = True) -> int:
+        """Send one action; returns its sequence number. `timed`: count its latency (the send time
+        comes back in the answering frame's `answered_sent_at`); a client repeating an unchanged
+        action every frame leaves the repeats untimed, since nothing on screen answers them."""
         with self._cond:
             self._seq += 1
             seq = self._seq
-            self._sent[seq] = time.monotonic()
+            if timed:
+                self._sent[seq] = time.monotonic()
         self._ws.send(P.pack(P.action_message(seq, action)))
         return seq
 

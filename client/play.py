@@ -21,6 +21,7 @@ import numpy as np
 from client.controls import CONTROL_PRESETS, ControlsConfig, action_from_input
 from client.net import Client, ReceivedFrame
 from client.window import FrameWindow, RateMeter, WindowConfig
+from simulator.actions import BUTTONS
 from simulator.rollout.recorder import Recorder, RecordingInfo
 from simulator.serve import protocol as P
 
@@ -55,6 +56,7 @@ class PlayApp:
         self.held_mouse: set[int] = set()
         self.mouse_delta = [0.0, 0.0]
         self.hotbar: int | None = None
+        self._last_held: tuple[bool, ...] = (False,) * len(BUTTONS)  # buttons of the last action sent
         self.grabbed = False
         self.recorder: Recorder | None = None
         self._record_lock = threading.Lock()
@@ -151,7 +153,11 @@ class PlayApp:
         keys = self.held_keys if camera_keys else self.held_keys - set(self.config.controls.key_camera)
         action = action_from_input(keys, self.held_mouse, tuple(self.mouse_delta), self.hotbar,
                                    config=self.config.controls)
-        self.client.send_action(action)
+        held = tuple(getattr(action, name) for name in BUTTONS)
+        # the HUD's latency: actions that change something (a button, a camera move, a hotbar press)
+        changes = held != self._last_held or action.yaw != 0.0 or action.pitch != 0.0 or action.hotbar is not None
+        self.client.send_action(action, timed=changes)
+        self._last_held = held
         self.mouse_delta, self.hotbar = [0.0, 0.0], None
         self.stats.actions_sent += 1
 
