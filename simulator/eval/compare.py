@@ -11,29 +11,34 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from simulator.benchlog import markdown_table, record
 
+def _rollout(metrics: dict, key: str) -> list[float]:
+    return metrics["rollout"]["methods"]["model"][key]
+
+
+def _at_horizon(key: str, horizon: int) -> Callable[[dict], float]:
+    return lambda metrics: _rollout(metrics, key)[horizon - 1]
+
+
 # (column, how to read it from a metrics.json)
-FIGURES: list[tuple[str, object]] = [
+FIGURES: list[tuple[str, Callable[[dict], float]]] = [
     ("TF PSNR", lambda m: m["teacher_forced"]["model"]["psnr"]),
     ("TF sharpness", lambda m: m["teacher_forced"]["model"]["sharpness"]),
     ("TF FD", lambda m: m["teacher_forced"]["model"]["fd"]),
-    *[(f"h{h}", (lambda h: lambda m: _rollout(m, "psnr_mean")[h - 1])(h)) for h in (1, 8, 16, 32, 64)],
+    *[(f"h{h}", _at_horizon("psnr_mean", h)) for h in (1, 8, 16, 32, 64)],
     ("mean h1-16", lambda m: float(np.mean(_rollout(m, "psnr_mean")[:16]))),
-    *[(f"sharpness h{h}", (lambda h: lambda m: _rollout(m, "sharpness_mean")[h - 1])(h)) for h in (1, 8, 32)],
+    *[(f"sharpness h{h}", _at_horizon("sharpness_mean", h)) for h in (1, 8, 32)],
     ("IDM first 8", lambda m: m["control"]["first_8"]["generated"]["action"]),
     ("IDM first 64", lambda m: m["control"]["first_64"]["generated"]["action"]),
     ("yaw slope", lambda m: m["camera"]["methods"]["model"]["all"]["yaw"]["slope"]),
     ("colour drift from", lambda m: m["stability"]["collapse_onset"]["colour_drift"]),
 ]
-
-
-def _rollout(metrics: dict, key: str) -> list[float]:
-    return metrics["rollout"]["methods"]["model"][key]
 
 
 def parse_setting(text: str) -> tuple[str, list[Path]]:
@@ -53,7 +58,7 @@ def figures(folder: Path) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for column, read in FIGURES:
         try:
-            value = read(metrics)  # type: ignore[operator]
+            value = read(metrics)
         except (KeyError, IndexError, TypeError):
             value = None
         out[column] = None if value is None else float(value)
