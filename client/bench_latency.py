@@ -114,8 +114,12 @@ def main(args: argparse.Namespace) -> int:
                              "yes" if median <= TARGET_MEDIAN_MS and p99 <= TARGET_P99_MS else "no"]])
     when = (f"actions at random moments (mean gap {args.gap} s)" if args.pattern == "random"
             else "one action per displayed frame, each turning the camera (mouse look)")
-    ticks = ("the remote server's tick policy" if args.url else "fixed 20 Hz ticks (--no-restart)"
-             if args.no_restart else "a new, different action restarts a tick that has just begun")
+    if args.url:
+        ticks = "the remote server's tick policy"
+    elif args.no_restart:
+        ticks = "fixed 20 Hz ticks (--no-restart)"
+    else:
+        ticks = "a new, different action restarts a tick that has just begun"
     notes = (f"{what}; {args.format} frames; {when}; latency = send -> first answering frame decoded and "
              f"flipped to a pygame window (SDL driver {os.environ.get('SDL_VIDEODRIVER') or 'default'}); "
              f"{ticks}. " + args.note).strip()
