@@ -239,3 +239,21 @@ def test_decoder_only_training_keeps_the_latent_space(tmp_path):
     before, after = evaluate(base, heldout)["psnr"], evaluate(tuned, heldout)["psnr"]
     assert after > before + 0.2, (before, after)  # a random encoder: little to decode, but the decoder learns
     assert json.loads((tmp_path / "ship" / "config.json").read_text())["frozen_encoder"] is True
+
+
+def test_arch_changes_shape_a_fresh_run_and_bad_ones_are_refused(tmp_path):
+    _write_dataset(tmp_path / "train", [0])
+    _write_dataset(tmp_path / "heldout", [100000])
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    argv = ["--data", str(tmp_path / "train"), "--heldout", str(tmp_path / "heldout"), "--preset", "tiny",
+            "--device", "cpu", "--eval-every", "2", "--eval-frames", "8", "--steps", "2"]
+    assert train_cli.main(parser.parse_args(argv + ["--out", str(tmp_path / "run"), "--arch", "latent_channels=6",
+                                                    "encoder_blocks=1,1,0"])) == 0
+    grown = Tokenizer.load(tmp_path / "run" / "best")
+    assert grown.latent_channels == 6 and grown.config.encoder_blocks == (1, 1, 0)
+    assert grown.config.encoder_channels == preset("tiny").encoder_channels  # the rest is the preset's
+    for bad, message in [("latent_channels=1,2", "one integer"), ("depth=3", "KEY one of"),
+                         ("encoder_blocks=1,1", "one entry per level"), ("latent_channels=x", "integers")]:
+        with pytest.raises(SystemExit, match=message):
+            train_cli.main(parser.parse_args(argv + ["--out", str(tmp_path / "bad"), "--arch", bad]))

@@ -4,6 +4,8 @@ import gc
 import os
 import socket
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -59,6 +61,26 @@ def test_tiny_model_overfits_one_clip(one_thread):
     first = [trainer.train_step(batch)["loss"] for _ in range(5)]
     last = [trainer.train_step(batch)["loss"] for _ in range(95)][-5:]
     assert sum(last) < 0.3 * sum(first), (first, last)
+
+
+def test_own_context_feeds_guesses_to_the_chosen_clips_only(one_thread):
+    trainer = _trainer()
+    batch = _episodes().sampler(clip_frames=4, seed=2).batch(64)
+    latents = batch["latents"].float()
+    x0, prev = latents[:, 1:], latents[:, :-1]
+    trainer.cfg = replace(trainer.cfg, self_context=0.5)
+    inputs, prevs = trainer.own_context(x0, prev, batch["buttons"][:, 1:], batch["camera"][:, 1:])
+    changed = (inputs != x0).flatten(1).any(dim=1)  # [B]: clips given the model's guesses
+    assert 16 < int(changed.sum()) < 48  # about half of 64
+    torch.testing.assert_close(inputs[~changed], x0[~changed], rtol=0, atol=0)
+    assert (inputs[changed] != x0[changed]).flatten(2).any(dim=2).all()  # every frame of a chosen clip
+    torch.testing.assert_close(prevs[:, 0], prev[:, 0], rtol=0, atol=0)  # the true start stays
+    torch.testing.assert_close(prevs[:, 1:], inputs[:, :-1], rtol=0, atol=0)  # each frame's previous input
+    # the training step runs with it and still learns the clip
+    one = _episodes(E=1, T=5).sampler(clip_frames=4, seed=0).batch(4)
+    first = [trainer.train_step(one)["loss"] for _ in range(5)]
+    last = [trainer.train_step(one)["loss"] for _ in range(95)][-5:]
+    assert sum(last) < 0.5 * sum(first), (first, last)
 
 
 def test_resumable_state_round_trip(tmp_path, one_thread):

@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heldout", required=True, help="held-out shard directory (world seeds never trained on)")
     parser.add_argument("--out", default="runs/tokenizer", help="run folder (resumes from OUT/last)")
     parser.add_argument("--preset", default="cpu", choices=sorted(TOKENIZER_PRESETS))
+    parser.add_argument("--arch", nargs="+", default=[], metavar="KEY=V",
+                        help="architecture changes to the preset for a fresh run (TokenizerConfig fields), e.g. "
+                             "latent_channels=16 encoder_blocks=1,2,2")
     parser.add_argument("--export", default=None, help="also write improved bf16 weights here (e.g. checkpoints/tokenizer)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -82,6 +85,27 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+def arch_config(name: str, changes: list[str]) -> TokenizerConfig:
+    """The preset `name` with `KEY=V` changes: integers, or comma-separated integers for per-level fields."""
+    base = preset(name).to_dict()
+    for change in changes:
+        key, sep, value = change.partition("=")
+        if not sep or key not in base or key in ("latent_shift", "latent_scale"):
+            known = sorted(k for k in base if k not in ("latent_shift", "latent_scale"))
+            raise SystemExit(f"--arch {change!r}: expected KEY=V with KEY one of {', '.join(known)}")
+        try:
+            parsed = [int(v) for v in value.split(",")]
+        except ValueError:
+            raise SystemExit(f"--arch {change!r}: values must be integers") from None
+        base[key] = parsed if isinstance(base[key], list) else parsed[0]
+        if not isinstance(base[key], list) and len(parsed) != 1:
+            raise SystemExit(f"--arch {change!r}: {key} takes one integer")
+    try:
+        return TokenizerConfig.from_dict(base)
+    except ValueError as e:
+        raise SystemExit(f"--arch: {e}") from None
+
+
 def score(figures: dict[str, float]) -> float:
     """What "best" means: held-out PSNR, minus 10 dB per unit of sharpness ratio short of target;
     with held-out decoder pairs, plus the same for the decoded world-model latents (target 0.7)."""
@@ -111,7 +135,9 @@ def _open_trainer(args: argparse.Namespace, device: torch.device) -> tuple[Token
     if args.init is None:
         if cfg.freeze_encoder:
             raise SystemExit("--freeze-encoder keeps a trained latent space: give the tokenizer with --init")
-        return build_trainer(preset(args.preset), cfg, device, args.steps), {}
+        return build_trainer(arch_config(args.preset, args.arch), cfg, device, args.steps), {}
+    if args.arch:
+        raise SystemExit("--arch shapes a fresh run; --init takes the architecture of the checkpoint it starts from")
     init = Tokenizer.load(args.init)
     trainer = build_trainer(init.config, cfg, device, args.steps)
     trainer.model.load_state_dict(init.state_dict())

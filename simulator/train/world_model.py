@@ -57,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--eval-every", type=int, default=None)
+    parser.add_argument("--self-context", type=float, default=None,
+                        help="share of clips trained on the model's own guesses as context (0-1; default 0)")
     parser.add_argument("--eval-clips", type=int, default=8, help="held-out clips per evaluation")
     parser.add_argument("--export-last", action="store_true",
                         help="train no further: evaluate OUT/last's EMA weights and export them to OUT/best and "
@@ -65,7 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
     cfg = TRAIN_PRESETS[args.preset]
-    overrides = {"max_steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every}
+    overrides = {"max_steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every,
+                 "self_context": args.self_context}
+    if args.self_context is not None and not 0.0 <= args.self_context <= 1.0:
+        raise SystemExit(f"--self-context {args.self_context} is not a share in [0, 1]")
     return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -44,6 +44,9 @@ class TrainConfig:
     eval_every: int = 1000  # steps between held-out evaluations (and exports when they improve)
     sampler_steps: int = 4  # denoising steps at evaluation and in the shipped generator config
     precision: str = "auto"  # "auto" (bf16 autocast where the hardware is fast at it), "bf16" or "fp32"
+    # share of clips whose context (input frames and previous latents) is the model's own prediction
+    # (a no-grad pass) while the targets stay true: rollouts feed the model its own frames
+    self_context: float = 0.0
     seed: int = 0
 
 
@@ -86,15 +89,41 @@ class WorldTrainer:
         latents = batch["latents"].to(dev)
         x0, prev = latents[:, 1:], latents[:, :-1]  # targets and their previous frames, [B, T, C, h, w]
         B, T = x0.shape[:2]
+        buttons, camera = batch["buttons"][:, 1:].to(dev), batch["camera"][:, 1:].to(dev)
         level = sample_levels((B, T), self.diffusion, g, dev)  # [B, T], independent per frame
         prev_level = sample_context_levels((B, T), self.diffusion, g, dev)
         noise = torch.randn(x0.shape, generator=g, device=dev)
         prev_noise = torch.randn(x0.shape, generator=g, device=dev)
+        inputs = x0
+        if self.cfg.self_context > 0:
+            inputs, prev = self.own_context(x0, prev, buttons, camera)
         with autocast(dev, self.bf16):
-            pred = self.net(add_noise(x0, level, noise), add_noise(prev, prev_level, prev_noise), level, prev_level,
-                            batch["buttons"][:, 1:].to(dev), batch["camera"][:, 1:].to(dev))
+            pred = self.net(add_noise(inputs, level, noise), add_noise(prev, prev_level, prev_noise), level,
+                            prev_level, buttons, camera)
         per_frame = (pred.float() - x0).pow(2).mean(dim=(2, 3, 4))  # [B, T]
         return (loss_weight(level, self.diffusion) * per_frame).mean()
+
+    @torch.no_grad()
+    def own_context(self, x0: torch.Tensor, prev: torch.Tensor, buttons: torch.Tensor, camera: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input frames, previous latents) with a `self_context` share of the clips replaced by the model's guesses.
+
+        One no-grad pass predicts every frame from its own noise level (drawn as target levels are: blurry
+        guesses at high levels, near copies at low ones) given the true previous latents, lightly noised as
+        in generation. In the chosen clips these guesses become the frames the training pass sees and each
+        frame's previous latent, the first one (the clip's true start) excepted. The targets stay the true
+        frames, so the model learns to restore what its own frames lost instead of copying it on."""
+        dev, g = x0.device, self.noise_rng
+        B, T = x0.shape[:2]
+        level = sample_levels((B, T), replace(self.diffusion, context_prob=0.0), g, dev)
+        noise, prev_noise = torch.randn((2, *x0.shape), generator=g, device=dev)
+        prev_level = torch.full_like(level, self.diffusion.context_noise)  # as the generator noises finished frames
+        with autocast(dev, self.bf16):
+            guess = self.model(add_noise(x0, level, noise), add_noise(prev, prev_level, prev_noise), level,
+                               prev_level, buttons, camera).float()
+        pick = (torch.rand(B, generator=g, device=dev) < self.cfg.self_context)[:, None, None, None, None]
+        inputs = torch.where(pick, guess, x0)
+        return inputs, torch.cat([prev[:, :1], inputs[:, :-1]], dim=1)
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         self.model.train()
