@@ -88,17 +88,20 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 def arch_config(name: str, changes: list[str]) -> TokenizerConfig:
     """The preset `name` with `KEY=V` changes: integers, or comma-separated integers for per-level fields."""
     base = preset(name).to_dict()
+    known = sorted(k for k in base if k not in ("latent_shift", "latent_scale"))  # measured, not chosen
     for change in changes:
         key, sep, value = change.partition("=")
-        if not sep or key not in base or key in ("latent_shift", "latent_scale"):
-            known = sorted(k for k in base if k not in ("latent_shift", "latent_scale"))
+        if not sep or key not in known:
             raise SystemExit(f"--arch {change!r}: expected KEY=V with KEY one of {', '.join(known)}")
         try:
             parsed = [int(v) for v in value.split(",")]
         except ValueError:
             raise SystemExit(f"--arch {change!r}: values must be integers") from None
-        base[key] = parsed if isinstance(base[key], list) else parsed[0]
-        if not isinstance(base[key], list) and len(parsed) != 1:
+        if isinstance(base[key], list):
+            base[key] = parsed
+        elif len(parsed) == 1:
+            base[key] = parsed[0]
+        else:
             raise SystemExit(f"--arch {change!r}: {key} takes one integer")
     try:
         return TokenizerConfig.from_dict(base)
