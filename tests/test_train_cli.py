@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from simulator.actions import NOOP, Action
@@ -62,3 +63,21 @@ def test_train_command_end_to_end_and_resume(tmp_path):
     world_eval.add_arguments(parser)
     world_eval.main(parser.parse_args(["--checkpoint", str(export), "--heldout", str(tmp_path / "heldout"),
                                        "--clips", "1", "--steps", "1,2", "--no-record"]))
+
+
+def test_resume_keeps_the_saved_recipe_unless_overridden(tmp_path):
+    from simulator.train import world_model
+
+    parser = argparse.ArgumentParser()
+    world_model.add_arguments(parser)
+    base = ["--data", "d", "--heldout", "h", "--tokenizer", "t", "--preset", "cpu", "--out", str(tmp_path)]
+    first = world_model._train_config(parser.parse_args(base + ["--lr", "1e-4", "--self-context", "0.5"]))
+    (tmp_path / "last").mkdir()
+    (tmp_path / "last" / "trainer.json").write_text("{}")
+    (tmp_path / "last" / "config.json").write_text(json.dumps({"train": {**vars(first), "retired_field": 1}}))
+    saved = world_model._saved_recipe(tmp_path)
+    resumed = world_model._train_config(parser.parse_args(base), saved)  # the flags not given again
+    assert (resumed.lr, resumed.self_context) == (1e-4, 0.5)
+    assert world_model._train_config(parser.parse_args(base + ["--lr", "2e-4"]), saved).lr == 2e-4
+    with pytest.raises(SystemExit, match="--preset cpu"):  # another model than the one in OUT/last
+        world_model._train_config(parser.parse_args(base[:-4] + ["--preset", "tiny"] + base[-2:]), saved)

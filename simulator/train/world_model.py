@@ -20,7 +20,7 @@ import argparse
 import json
 import shutil
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import torch
@@ -65,13 +65,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--export whatever they score (a session's last step before it commits them)")
 
 
-def _train_config(args: argparse.Namespace) -> TrainConfig:
+def _train_config(args: argparse.Namespace, saved: dict | None = None) -> TrainConfig:
+    """The preset, or on resume the recipe saved in OUT/last (so `--lr` and the like need not be
+    given again), with the command line's overrides on top."""
     cfg = TRAIN_PRESETS[args.preset]
+    if saved is not None:
+        if saved.get("model", cfg.model) != cfg.model:
+            raise SystemExit(f"{args.out} trains the {saved['model']!r} model; --preset {args.preset} would build "
+                             f"{cfg.model!r}: resume with --preset {saved['model']} or use a new --out")
+        known = {f.name for f in fields(TrainConfig)}
+        cfg = replace(cfg, **{k: v for k, v in saved.items() if k in known})
     overrides = {"max_steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every,
                  "self_context": args.self_context}
     if args.self_context is not None and not 0.0 <= args.self_context <= 1.0:
         raise SystemExit(f"--self-context {args.self_context} is not a share in [0, 1]")
     return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _saved_recipe(out: Path) -> dict | None:
+    """The `train` recipe of a resumable run in OUT/last, if there is one."""
+    config = out / "last" / "config.json"
+    if not (out / "last" / "trainer.json").exists() or not config.is_file():
+        return None
+    return json.loads(config.read_text()).get("train")
 
 
 def _snapshot_tokenizer(source: Path, out: Path) -> Path:
@@ -129,8 +145,8 @@ def main(args: argparse.Namespace) -> int:
     info: DistInfo = init_distributed(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = _train_config(args)
     out = Path(args.out)
+    cfg = _train_config(args, _saved_recipe(out))
     if info.is_main:  # snapshot and encode once, on rank 0; the others wait and read the same files
         _snapshot_tokenizer(Path(args.tokenizer), out)
     barrier(info)
