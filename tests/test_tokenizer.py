@@ -205,7 +205,7 @@ def test_bench_command_times_and_measures_quality_without_recording(tmp_path, ca
                               "--png", str(tmp_path / "recon.png"), "--no-record"])
     assert tokenizer_bench.main(args) == 0
     out = capsys.readouterr().out
-    assert "decode 1 frame ms" in out and "sharpness ratio" in out and "| 8 |" in out  # 8 held-out frames
+    assert "decode 1 frame ms" in out and "MFLOP a frame" in out and "sharpness ratio" in out and "| 8 |" in out  # 8 held-out frames
     assert "| fp32 | 1 |" in out and "| bf16 | 1 |" in out  # one row per precision
     assert (tmp_path / "recon.png").stat().st_size > 0
 
@@ -257,3 +257,21 @@ def test_arch_changes_shape_a_fresh_run_and_bad_ones_are_refused(tmp_path):
                          ("encoder_blocks=1,1", "one entry per level"), ("latent_channels=x", "integers")]:
         with pytest.raises(SystemExit, match=message):
             train_cli.main(parser.parse_args(argv + ["--out", str(tmp_path / "bad"), "--arch", bad]))
+
+
+def test_encoder_flops_are_the_convolutions_multiply_adds():
+    from simulator.models import tokenizer_bench
+
+    model = Tokenizer(preset("tiny")).eval()
+    expected = []
+
+    def count(conv, _, out):  # 2 x (inputs per output value) x output values
+        expected.append(2 * conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1] * out.numel())
+
+    hooks = [m.register_forward_hook(count) for m in model.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.inference_mode():
+        model.encode(torch.zeros(1, 32, 48, 3, dtype=torch.uint8))
+    for h in hooks:
+        h.remove()
+    assert tokenizer_bench.encoder_flops(model, 32, 48) == sum(expected) > 0
+    assert tokenizer_bench.encoder_flops(model, 64, 96) == 4 * sum(expected)  # fully convolutional

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from simulator.benchlog import markdown_table, record
 from simulator.cli import parse_resolution
@@ -88,6 +89,16 @@ def _time_tokenizer(model: Tokenizer, height: int, width: int, batch_size: int, 
             "roundtrip_fps": batch_size / decode_batch_s}
 
 
+@torch.inference_mode()
+def encoder_flops(model: Tokenizer, height: int, width: int) -> float:
+    """Floating-point operations (multiply and add counted apart) to encode one frame: with the
+    measured frames/s, how close the encoder runs to what this CPU can do at all."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model.encode(torch.zeros(1, height, width, 3, dtype=torch.uint8))
+    return float(counter.get_total_flops())
+
+
 def _quality(model: Tokenizer, args: argparse.Namespace, source: str) -> None:
     frames = load_frames(args.heldout, every=args.every)
     recons = reconstruct(model, frames)
@@ -111,6 +122,7 @@ def main(args: argparse.Namespace) -> int:
     model, source = _model(args)
     h, w = args.resolution
     params = sum(p.numel() for p in model.parameters())
+    flops = encoder_flops(model, h, w)
     precisions = (args.precision or ("fp32,bf16" if cpu_has_fast_bf16() else "fp32")).split(",")
     unknown = sorted(set(precisions) - {"fp32", "bf16"})
     if unknown:
@@ -123,10 +135,11 @@ def main(args: argparse.Namespace) -> int:
             best_decode, best_encode = min(best_decode, s["decode_ms"]), max(best_encode, s["encode_fps"])
             rows.append([source, f"{h}x{w}", f"{model.latent_channels}x{h // model.stride}x{w // model.stride}",
                          f"{params / 1e6:.2f} M", precision, threads, s["decode_ms"], s["encode_fps"],
-                         s["roundtrip_fps"]])
+                         s["encode_fps"] * flops / 1e9, s["roundtrip_fps"]])
     table = markdown_table(["tokenizer", "frame", "latent", "params", "precision", "threads",
                             "decode 1 frame ms (median)",
-                            f"encode frames/s (batch {args.batch_size})", "encode+decode frames/s"], rows)
+                            f"encode frames/s (batch {args.batch_size})",
+                            f"encode GFLOP/s ({flops / 1e6:.0f} MFLOP a frame)", "encode+decode frames/s"], rows)
     verdict = (f"Targets (best row): decode <= {DECODE_TARGET_MS} ms "
                f"({'met' if best_decode <= DECODE_TARGET_MS else 'MISSED'}), encode >= {ENCODE_TARGET_FPS:.0f} "
                f"frames/s ({'met' if best_encode >= ENCODE_TARGET_FPS else 'MISSED'}). inference_mode, channels_last; "
