@@ -18,21 +18,28 @@ WORLD, TOKENIZER = ROOT / "checkpoints" / "world", ROOT / "checkpoints" / "token
 
 pytestmark = pytest.mark.skipif(not (WORLD / "config.json").is_file(), reason="no shipped world checkpoint")
 
+CANDIDATE = ROOT / "checkpoints" / "candidates" / "tokenizer-wide"
+CANDIDATE_WORLD = ROOT / "checkpoints" / "candidates" / "world-wide"
+PAIRS = pytest.mark.parametrize("world, tokenizer", [(WORLD, TOKENIZER), (CANDIDATE_WORLD, CANDIDATE)],
+                                ids=["shipped", "candidate"])
 
-def test_world_tokenizer_is_the_shipped_tokenizer():
+
+@PAIRS
+def test_world_tokenizer_is_the_standalone_tokenizer(world, tokenizer):
     """One tokenizer: the world model's copy and the standalone one have the same weights and
     latent statistics, so a world model trained on one decodes with the other."""
-    a, b = Tokenizer.load(WORLD / json.loads((WORLD / "config.json").read_text())["tokenizer"]), Tokenizer.load(TOKENIZER)
+    a, b = Tokenizer.load(world / json.loads((world / "config.json").read_text())["tokenizer"]), Tokenizer.load(tokenizer)
     assert a.config.to_dict() == b.config.to_dict()
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), name
 
 
-def test_shipped_world_model_dreams_frames_from_engine_context():
+@PAIRS
+def test_world_model_dreams_frames_from_engine_context(world, tokenizer):
     from simulator.world.engine import World
 
     torch.manual_seed(0)
-    generator = Generator.from_checkpoint(WORLD)
+    generator = Generator.from_checkpoint(world)
     world = World(100001)
     frames = np.stack([world.reset()] + [world.step(NOOP) for _ in range(3)])
     generator.start(0, frames, [NOOP] * 4)
@@ -43,8 +50,6 @@ def test_shipped_world_model_dreams_frames_from_engine_context():
     assert err < 40, err
     assert float(np.std(out[-1])) > 10  # not a flat colour
 
-
-CANDIDATE = ROOT / "checkpoints" / "candidates" / "tokenizer-wide"
 
 
 def test_candidate_tokenizer_fits_the_world_model_and_reconstructs_better():
