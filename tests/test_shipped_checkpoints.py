@@ -40,8 +40,8 @@ def test_world_model_dreams_frames_from_engine_context(world, tokenizer):
 
     torch.manual_seed(0)
     generator = Generator.from_checkpoint(world)
-    world = World(100001)
-    frames = np.stack([world.reset()] + [world.step(NOOP) for _ in range(3)])
+    engine = World(100001)
+    frames = np.stack([engine.reset()] + [engine.step(NOOP) for _ in range(3)])
     generator.start(0, frames, [NOOP] * 4)
     out = [generator.step({0: Action(forward=True, yaw=4.0)})[0] for _ in range(3)]
     assert all(f.shape == frames.shape[1:] and f.dtype == np.uint8 for f in out)
@@ -49,7 +49,6 @@ def test_world_model_dreams_frames_from_engine_context(world, tokenizer):
     err = np.abs(out[0].astype(float) - frames[-1].astype(float)).mean()
     assert err < 40, err
     assert float(np.std(out[-1])) > 10  # not a flat colour
-
 
 
 def test_candidate_tokenizer_fits_the_world_model_and_reconstructs_better():
