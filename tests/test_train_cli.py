@@ -75,7 +75,7 @@ def test_resume_keeps_the_saved_recipe_unless_overridden(tmp_path):
     (tmp_path / "last").mkdir()
     (tmp_path / "last" / "trainer.json").write_text("{}")
     (tmp_path / "last" / "config.json").write_text(json.dumps({"train": {**vars(first), "retired_field": 1}}))
-    saved = world_model._saved_recipe(tmp_path)
+    saved = world_model._last_config(tmp_path)["train"]
     resumed = world_model._train_config(parser.parse_args(base), saved)  # the flags not given again
     assert (resumed.lr, resumed.self_context) == (1e-4, 0.5)
     assert world_model._train_config(parser.parse_args(base + ["--lr", "2e-4"]), saved).lr == 2e-4

@@ -82,12 +82,12 @@ def _train_config(args: argparse.Namespace, saved: dict | None = None) -> TrainC
     return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def _saved_recipe(out: Path) -> dict | None:
-    """The `train` recipe of a resumable run in OUT/last, if there is one."""
-    config = out / "last" / "config.json"
-    if not (out / "last" / "trainer.json").exists() or not config.is_file():
+def _last_config(out: Path) -> dict | None:
+    """The checkpoint config of a resumable run in OUT/last (its `train` recipe, best score,
+    lineage), or None when there is nothing to resume."""
+    if not (out / "last" / "trainer.json").exists():
         return None
-    return json.loads(config.read_text()).get("train")
+    return json.loads((out / "last" / "config.json").read_text())
 
 
 def _snapshot_tokenizer(source: Path, out: Path) -> Path:
@@ -146,7 +146,8 @@ def main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    cfg = _train_config(args, _saved_recipe(out))
+    last_config = _last_config(out)
+    cfg = _train_config(args, last_config.get("train") if last_config else None)
     if info.is_main:  # snapshot and encode once, on rank 0; the others wait and read the same files
         _snapshot_tokenizer(Path(args.tokenizer), out)
     barrier(info)
@@ -161,9 +162,8 @@ def main(args: argparse.Namespace) -> int:
     base_config = _checkpoint_config(cfg, model.config_dict(), tokenizer, str(args.tokenizer),
                                      train.resolution, sorted(set(train.seeds.tolist())))
     best = float("-inf")
-    if (out / "last" / "trainer.json").exists():
+    if last_config is not None:
         trainer.load(out / "last")
-        last_config = json.loads((out / "last" / "config.json").read_text())
         best = last_config.get("best_teacher_forced_psnr", best)
         base_config.update({k: last_config[k] for k in ("init", "init_steps") if k in last_config})
     elif args.init:
@@ -176,7 +176,7 @@ def main(args: argparse.Namespace) -> int:
         tqdm.write(f"world model {cfg.model}: {n_params / 1e6:.2f} M parameters, {train.latents.shape[0]} training "
                    f"frames, resolution {train.resolution}, start at step {trainer.step}, device {info.device}")
     if args.export_last:
-        if not (out / "last" / "trainer.json").exists():
+        if last_config is None:
             raise SystemExit(f"--export-last: {out / 'last'} does not exist: nothing trained to export")
         if info.is_main:
             _evaluate_and_export(trainer, tokenizer, clips, cfg, base_config, args, float("-inf"))
