@@ -51,3 +51,34 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu",
     if dtype is not None:
         state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
     return state, load_config(directory)
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def save_optimizer(opt: torch.optim.Optimizer, stem: Path) -> None:
+    """Optimizer state as `<stem>.safetensors` (per-parameter tensors, keyed "<index>.<name>")
+    plus `<stem>.json` (param groups and the names of scalar entries)."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    for index, state in sd["state"].items():
+        for name, value in state.items():
+            tensors[f"{index}.{name}"] = value if isinstance(value, torch.Tensor) else torch.tensor(value)
+    save_tensors(tensors, stem.with_suffix(".safetensors"))
+    tmp = stem.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"param_groups": sd["param_groups"]}, indent=1))
+    os.replace(tmp, stem.with_suffix(".json"))
+
+
+def load_optimizer(opt: torch.optim.Optimizer, stem: Path, device: torch.device) -> None:
+    tensors = load_file(str(stem.with_suffix(".safetensors")), device=str(device))
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        # AdamW keeps `step` on the CPU unless capturable/fused: match that
+        state.setdefault(int(index), {})[name] = value.cpu() if name == "step" else value
+    groups = json.loads(stem.with_suffix(".json").read_text())["param_groups"]
+    opt.load_state_dict({"state": state, "param_groups": groups})

@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 
 from simulator.actions import BUTTON_DIM, CAMERA_BINS
 from simulator.models.dit import build_dit
+from simulator.models.tokenizer import Tokenizer, preset
 from simulator.train.ddp import DistInfo
 from simulator.train.world_data import LatentEpisodes
 from simulator.train.world_trainer import TRAIN_PRESETS, WorldTrainer
@@ -99,6 +100,52 @@ def test_resumable_state_round_trip(tmp_path, one_thread):
     assert got == pytest.approx(expected, rel=1e-6)
     for a, b in zip(trainer.ema.parameters(), resumed.ema.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def _adv_trainer(seed: int = 0, **overrides) -> WorldTrainer:
+    torch.manual_seed(0)  # the run's tokenizer is given, not part of the trainer's state
+    tokenizer = Tokenizer(preset("tiny"))  # 4 latent channels, stride 4: 8x8 latents are 32x32 frames
+    torch.manual_seed(seed)
+    cfg = replace(TRAIN_PRESETS["tiny"], **{"adv_weight": 0.5, "adv_warmup": 1, "adv_frames": 4, **overrides})
+    return WorldTrainer(cfg, build_dit("tiny"), CPU, tokenizer=tokenizer)
+
+
+def test_adversarial_term_reaches_the_model_and_resumes(tmp_path, one_thread):
+    with pytest.raises(ValueError, match="tokenizer"):
+        WorldTrainer(replace(TRAIN_PRESETS["tiny"], adv_weight=0.5), build_dit("tiny"), CPU)
+    trainer = _adv_trainer()
+    frozen = {k: v.clone() for k, v in trainer.tokenizer.state_dict().items()}
+    disc0 = [p.detach().clone() for p in trainer.disc.parameters()]
+    sampler = _episodes().sampler(clip_frames=4, seed=1)
+    first = trainer.train_step(sampler.batch(8))
+    assert "d" in first and "g_adv" not in first  # the discriminator trains alone during its warm-up
+    second = trainer.train_step(sampler.batch(8))
+    assert "g_adv" in second and trainer.disc_steps == 2
+    assert any(not torch.equal(a, b) for a, b in zip(disc0, trainer.disc.parameters()))
+    for k, v in trainer.tokenizer.state_dict().items():  # the decoder judges, it does not learn
+        torch.testing.assert_close(v, frozen[k], rtol=0, atol=0)
+
+    # the verdict reaches the world model: same draws, with and without the term
+    with_adv, without = _adv_trainer(adv_warmup=0), _adv_trainer(adv_warmup=0)
+    without.cfg = replace(without.cfg, adv_weight=0.0)
+    without.disc = None
+    batch = _episodes().sampler(clip_frames=4, seed=3).batch(8)
+    with_adv.train_step(batch)
+    without.train_step(batch)
+    assert any(not torch.equal(a, b) for a, b in zip(with_adv.model.parameters(), without.model.parameters()))
+
+    # resumable: the discriminator, its optimizer and its step count come back from the folder
+    trainer.save(tmp_path, {"kind": "world_model"}, {"sampler": sampler.state()})
+    expected = [trainer.train_step(sampler.batch(8)) for _ in range(2)]
+    resumed = _adv_trainer(seed=123)
+    sampler2 = _episodes().sampler(clip_frames=4, seed=99)
+    sampler2.set_state(resumed.load(tmp_path)["sampler"])
+    assert resumed.disc_steps == 2
+    got = [resumed.train_step(sampler2.batch(8)) for _ in range(2)]
+    for e, g in zip(expected, got):
+        assert g["loss"] == pytest.approx(e["loss"], rel=1e-6) and g["d"] == pytest.approx(e["d"], rel=1e-5)
+    for a, b in zip(trainer.disc.parameters(), resumed.disc.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
 def _ddp_worker(rank: int, world_size: int, port: int, out: str) -> None:

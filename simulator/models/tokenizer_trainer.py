@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
+from simulator.checkpoint import load_optimizer, save_optimizer, save_tensors
 from simulator.models.precision import use_bf16
 from simulator.models.tokenizer import Tokenizer, TokenizerConfig
 from simulator.models.tokenizer_losses import (PatchDiscriminator, hinge_d_loss, hinge_g_loss,
@@ -191,10 +191,10 @@ class TokenizerTrainer:
         discriminator as safetensors, counters in config.json."""
         directory = Path(directory)
         self.model.save(directory, dtype=None, step=self.step, train=asdict(self.cfg), **extra)
-        _save_optimizer(self.opt, directory / "optim")
+        save_optimizer(self.opt, directory / "optim")
         if self.disc is not None:
-            _save_tensors(self.disc.state_dict(), directory / "disc.safetensors")
-            _save_optimizer(self.disc_opt, directory / "disc_optim")
+            save_tensors(self.disc.state_dict(), directory / "disc.safetensors")
+            save_optimizer(self.disc_opt, directory / "disc_optim")
 
     @classmethod
     def resume(cls, directory: str | Path, device: torch.device, total_steps: int | None = None,
@@ -205,42 +205,11 @@ class TokenizerTrainer:
         cfg = replace(TokenizerTrainConfig(**config["train"]), **train_overrides)
         trainer = cls(model, cfg, device, total_steps)
         trainer.step = int(config["step"])
-        _load_optimizer(trainer.opt, directory / "optim", device)
+        load_optimizer(trainer.opt, directory / "optim", device)
         if trainer.disc is not None and (directory / "disc.safetensors").is_file():
             trainer.disc.load_state_dict(load_file(str(directory / "disc.safetensors"), device=str(device)))
-            _load_optimizer(trainer.disc_opt, directory / "disc_optim", device)
+            load_optimizer(trainer.disc_opt, directory / "disc_optim", device)
         return trainer
-
-
-def _save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
-
-
-def _save_optimizer(opt: torch.optim.Optimizer, stem: Path) -> None:
-    """Optimizer state as `<stem>.safetensors` (per-parameter tensors, keyed "<index>.<name>")
-    plus `<stem>.json` (param groups and the names of scalar entries)."""
-    sd = opt.state_dict()
-    tensors: dict[str, Tensor] = {}
-    for index, state in sd["state"].items():
-        for name, value in state.items():
-            tensors[f"{index}.{name}"] = value if isinstance(value, Tensor) else torch.tensor(value)
-    _save_tensors(tensors, stem.with_suffix(".safetensors"))
-    tmp = stem.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"param_groups": sd["param_groups"]}, indent=1))
-    os.replace(tmp, stem.with_suffix(".json"))
-
-
-def _load_optimizer(opt: torch.optim.Optimizer, stem: Path, device: torch.device) -> None:
-    tensors = load_file(str(stem.with_suffix(".safetensors")), device=str(device))
-    state: dict[int, dict[str, Tensor]] = {}
-    for key, value in tensors.items():
-        index, name = key.split(".", 1)
-        # AdamW keeps `step` on the CPU unless capturable/fused: match that
-        state.setdefault(int(index), {})[name] = value.cpu() if name == "step" else value
-    groups = json.loads(stem.with_suffix(".json").read_text())["param_groups"]
-    opt.load_state_dict({"state": state, "param_groups": groups})
 
 
 def build_trainer(model_config: TokenizerConfig, cfg: TokenizerTrainConfig, device: torch.device,

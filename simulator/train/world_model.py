@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, default=None)
     parser.add_argument("--self-context", type=float, default=None,
                         help="share of clips trained on the model's own guesses as context (0-1; default 0)")
+    parser.add_argument("--adv-weight", type=float, default=None,
+                        help="weight of the patch-GAN term on the decoded predictions (default 0: off; "
+                             "docs/training.md, 'A discriminator for the world model')")
     parser.add_argument("--eval-clips", type=int, default=8, help="held-out clips per evaluation")
     parser.add_argument("--export-last", action="store_true",
                         help="train no further: evaluate OUT/last's EMA weights and export them to OUT/best and "
@@ -76,9 +79,11 @@ def _train_config(args: argparse.Namespace, saved: dict | None = None) -> TrainC
         known = {f.name for f in fields(TrainConfig)}
         cfg = replace(cfg, **{k: v for k, v in saved.items() if k in known})
     overrides = {"max_steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every,
-                 "self_context": args.self_context}
+                 "self_context": args.self_context, "adv_weight": args.adv_weight}
     if args.self_context is not None and not 0.0 <= args.self_context <= 1.0:
         raise SystemExit(f"--self-context {args.self_context} is not a share in [0, 1]")
+    if args.adv_weight is not None and args.adv_weight < 0:
+        raise SystemExit(f"--adv-weight {args.adv_weight} must be >= 0")
     return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -158,7 +163,7 @@ def main(args: argparse.Namespace) -> int:
     train = LatentEpisodes.load(encode_shards(args.data, tokenizer, out / "latents", device=info.device))
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = build_dit(cfg.model, latent_channels=tokenizer.latent_channels)
-    trainer = WorldTrainer(cfg, model, info)
+    trainer = WorldTrainer(cfg, model, info, tokenizer=tokenizer)
     base_config = _checkpoint_config(cfg, model.config_dict(), tokenizer, str(args.tokenizer),
                                      train.resolution, sorted(set(train.seeds.tolist())))
     best = float("-inf")
@@ -190,7 +195,8 @@ def main(args: argparse.Namespace) -> int:
         bar.update(1)
         if trainer.step % cfg.log_every == 0:
             rate = cfg.log_every * tokens_per_step / (time.time() - tic)
-            bar.set_postfix(loss=f"{stats['loss']:.4f}", gnorm=f"{stats['grad_norm']:.2f}", frames_s=f"{rate:.0f}")
+            bar.set_postfix(loss=f"{stats['loss']:.4f}", gnorm=f"{stats['grad_norm']:.2f}", frames_s=f"{rate:.0f}",
+                            **{k: f"{stats[k]:.3f}" for k in ("g_adv", "d") if k in stats})
             tic = time.time()
         done = trainer.step >= cfg.max_steps or time.time() >= deadline
         if info.is_main and (trainer.step % cfg.eval_every == 0 or done):

@@ -2,7 +2,13 @@
 
 The objective (simulator/diffusion.py): every target frame gets its own noise level
 (diffusion forcing), every previous-latent input its own light context noise, and the network
-predicts the clean latent, weighted by the clamped signal-to-noise ratio. Mixed precision is
+predicts the clean latent, weighted by the clamped signal-to-noise ratio.
+
+That loss is minimised by the mean of the possible frames, which is fog wherever the future is
+uncertain (issue #8). With `adv_weight` > 0 a patch discriminator also judges the predicted clean
+latents of frames drawn at target levels, decoded to pixels by the run's frozen tokenizer decoder,
+against the true latents decoded the same way (hinge GAN, as the tokenizer's decoder is trained):
+the network is pushed to commit to one sharp frame rather than paint their average. Mixed precision is
 bf16 autocast on CUDA and on CPUs with native bf16 (no loss scaling needed for bf16), fp32
 elsewhere (simulator/models/precision.py).
 
@@ -21,10 +27,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from simulator.checkpoint import load_checkpoint, save_checkpoint
+from simulator.checkpoint import load_checkpoint, load_optimizer, save_checkpoint, save_optimizer, save_tensors
 from simulator.diffusion import DiffusionConfig, add_noise, loss_weight, sample_context_levels, sample_levels
 from simulator.models.dit import DiT
 from simulator.models.precision import autocast, use_bf16
+from simulator.models.tokenizer import Tokenizer
+from simulator.models.tokenizer_losses import PatchDiscriminator, hinge_d_loss, hinge_g_loss
 from simulator.train.ddp import DistInfo, all_mean, wrap
 
 
@@ -47,6 +55,11 @@ class TrainConfig:
     # share of clips whose context (input frames and previous latents) is the model's own prediction
     # (a no-grad pass) while the targets stay true: rollouts feed the model its own frames
     self_context: float = 0.0
+    # patch-GAN term on the decoded clean-latent predictions (0 = off; see the module docstring)
+    adv_weight: float = 0.0
+    adv_frames: int = 16  # frames judged per step (drawn among those at target noise levels)
+    adv_warmup: int = 100  # discriminator-only steps before its verdict reaches the world model
+    disc_lr: float = 2e-4
     seed: int = 0
 
 
@@ -64,7 +77,8 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 
 
 class WorldTrainer:
-    def __init__(self, cfg: TrainConfig, model: DiT, info: DistInfo, diffusion: DiffusionConfig | None = None):
+    def __init__(self, cfg: TrainConfig, model: DiT, info: DistInfo, diffusion: DiffusionConfig | None = None,
+                 tokenizer: Tokenizer | None = None):
         self.cfg, self.info = cfg, info
         self.diffusion = diffusion or DiffusionConfig()
         self.model = model.to(info.device)
@@ -79,12 +93,29 @@ class WorldTrainer:
         self.bf16 = use_bf16(cfg.precision, info.device)
         self.step = 0
         self.noise_rng = torch.Generator(device=info.device).manual_seed(cfg.seed * 7919 + info.rank)
+        self.tokenizer, self.disc, self.disc_opt, self.disc_steps = None, None, None, 0
+        if cfg.adv_weight > 0:
+            if tokenizer is None:
+                raise ValueError("adv_weight > 0 needs the run's tokenizer: its decoder turns latents into pixels")
+            self.tokenizer = copy.deepcopy(tokenizer).to(info.device).eval().requires_grad_(False)
+            disc = PatchDiscriminator().to(info.device)
+            self.disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
+            self.disc = wrap(disc, info)
 
     def lr_at(self, step: int) -> float:
         return self.cfg.lr * min(1.0, (step + 1) / max(1, self.cfg.warmup_steps))
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Weighted x0 loss of one batch {"latents" [B, T+1, C, h, w], "buttons", "camera" [B, T+1, ...]}."""
+        pred, x0, level = self.predict(batch)
+        return self.diffusion_loss(pred, x0, level)
+
+    def diffusion_loss(self, pred: torch.Tensor, x0: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        per_frame = (pred.float() - x0).pow(2).mean(dim=(2, 3, 4))  # [B, T]
+        return (loss_weight(level, self.diffusion) * per_frame).mean()
+
+    def predict(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The training pass: (predicted clean latents, true ones [B, T, C, h, w], noise levels [B, T])."""
         dev, g = self.info.device, self.noise_rng
         latents = batch["latents"].to(dev)
         x0, prev = latents[:, 1:], latents[:, :-1]  # targets and their previous frames, [B, T, C, h, w]
@@ -100,8 +131,22 @@ class WorldTrainer:
         with autocast(dev, self.bf16):
             pred = self.net(add_noise(inputs, level, noise), add_noise(prev, prev_level, prev_noise), level,
                             prev_level, buttons, camera)
-        per_frame = (pred.float() - x0).pow(2).mean(dim=(2, 3, 4))  # [B, T]
-        return (loss_weight(level, self.diffusion) * per_frame).mean()
+        return pred, x0, level
+
+    def judged(self, pred: torch.Tensor, x0: torch.Tensor, level: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Decoded (predicted, true) frames [K, 3, H, W] of up to `adv_frames` frames drawn at target
+        levels (above the context levels, which are near copies of the truth); None if there are none."""
+        rows = (level.flatten() > self.diffusion.context_max).nonzero().flatten()
+        if rows.numel() == 0:
+            return None
+        pick = torch.randperm(rows.numel(), generator=self.noise_rng, device=rows.device)[:self.cfg.adv_frames]
+        rows = rows[pick]
+        with autocast(self.info.device, self.bf16):
+            fake = self.tokenizer.decoder(self.tokenizer.denormalize(pred.flatten(0, 1)[rows].float()))
+            with torch.no_grad():
+                real = self.tokenizer.decoder(self.tokenizer.denormalize(x0.flatten(0, 1)[rows]))
+        return fake.float().clamp(-1, 1), real.float().clamp(-1, 1)
 
     @torch.no_grad()
     def own_context(self, x0: torch.Tensor, prev: torch.Tensor, buttons: torch.Tensor, camera: torch.Tensor
@@ -129,14 +174,34 @@ class WorldTrainer:
         self.model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
-        loss = self.loss(batch)
+        pred, x0, level = self.predict(batch)
+        loss = self.diffusion_loss(pred, x0, level)
+        logs = {"loss": all_mean(float(loss.detach()), self.info)}
+        frames = self.judged(pred, x0, level) if self.disc is not None else None
+        if frames is not None and self.disc_steps >= self.cfg.adv_warmup:
+            with autocast(self.info.device, self.bf16):
+                g_adv = hinge_g_loss(self.disc(frames[0]).float())
+            loss = loss + self.cfg.adv_weight * g_adv
+            logs["g_adv"] = float(g_adv.detach())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.update_ema()
+        if frames is not None:
+            logs["d"] = self.train_discriminator(*frames)
         self.step += 1
-        return {"loss": all_mean(float(loss.detach()), self.info), "grad_norm": float(grad_norm)}
+        return {**logs, "grad_norm": float(grad_norm)}
+
+    def train_discriminator(self, fake: torch.Tensor, real: torch.Tensor) -> float:
+        """One hinge step of the discriminator on decoded frames; returns its loss."""
+        with autocast(self.info.device, self.bf16):
+            d_loss = hinge_d_loss(self.disc(real).float(), self.disc(fake.detach()).float())
+        self.disc_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.disc_opt.step()
+        self.disc_steps += 1
+        return float(d_loss.detach())
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -157,8 +222,14 @@ class WorldTrainer:
                    for pid, state in opt["state"].items() for key, v in state.items()}
         save_file(tensors, str(directory / "optimizer.safetensors"))
         save_file({"noise_rng": self.noise_rng.get_state(), **rng_state}, str(directory / "rng.safetensors"))
-        (directory / "trainer.json").write_text(json.dumps({"step": self.step, "param_groups": opt["param_groups"]},
-                                                           indent=2) + "\n")
+        (directory / "trainer.json").write_text(json.dumps({"step": self.step, "param_groups": opt["param_groups"],
+                                                            "disc_steps": self.disc_steps}, indent=2) + "\n")
+        if self.disc is not None:
+            save_tensors(self._disc_module().state_dict(), directory / "disc.safetensors")
+            save_optimizer(self.disc_opt, directory / "disc_optim")
+
+    def _disc_module(self) -> torch.nn.Module:
+        return getattr(self.disc, "module", self.disc)  # under DDP, the wrapped discriminator
 
     def init_weights(self, directory: str | Path) -> int:
         """Warm start from a shipped checkpoint (weights only: it carries no optimizer state).
@@ -182,6 +253,11 @@ class WorldTrainer:
             opt_state.setdefault(int(pid), {})[key] = tensor.cpu() if key == "step" else tensor
         self.optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
         self.step = int(meta["step"])
+        if self.disc is not None and (directory / "disc.safetensors").is_file():  # else: a new discriminator
+            self._disc_module().load_state_dict(load_file(str(directory / "disc.safetensors"),
+                                                          device=str(self.info.device)))
+            load_optimizer(self.disc_opt, directory / "disc_optim", self.info.device)
+            self.disc_steps = int(meta.get("disc_steps", 0))
         rng = load_file(str(directory / "rng.safetensors"))
         self.noise_rng.set_state(rng.pop("noise_rng"))
         return rng
