@@ -37,8 +37,9 @@ def test_train_command_end_to_end_and_resume(tmp_path):
                "--heldout", str(tmp_path / "heldout"), "--tokenizer", str(tmp_path / "tokenizer"),
                "--preset", "tiny", "--out", str(out), "--export", str(export), "--device", "cpu",
                "--threads", "1", "--eval-clips", "2", "--eval-every", "6"]
-    subprocess.run(command + ["--steps", "6"], check=True, capture_output=True)
+    subprocess.run(command + ["--steps", "6", "--adv-weight", "0.1"], check=True, capture_output=True)
     assert json.loads((out / "last" / "config.json").read_text())["step"] == 6
+    assert (out / "last" / "disc.safetensors").exists()  # the discriminator resumes with the run
     evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
     assert evals[-1]["step"] == 6 and "teacher_forced_copy_last_psnr" in evals[-1]
     assert (out / "samples" / "step0000006.mp4").stat().st_size > 0
@@ -47,7 +48,8 @@ def test_train_command_end_to_end_and_resume(tmp_path):
     assert shipped["tokenizer"] == "tokenizer" and (export / "tokenizer" / "model.safetensors").exists()
 
     subprocess.run(command + ["--steps", "9"], check=True, capture_output=True)  # resumes at 6
-    assert json.loads((out / "last" / "config.json").read_text())["step"] == 9
+    resumed = json.loads((out / "last" / "config.json").read_text())
+    assert resumed["step"] == 9 and resumed["train"]["adv_weight"] == 0.1  # the saved recipe, GAN term included
     assert len(list((out / "latents").glob("*.safetensors"))) == 1  # encoded once
     (export / "config.json").write_text(json.dumps({**shipped, "steps": 0}))  # as if the last export were older
     subprocess.run(command + ["--steps", "9", "--export-last"], check=True, capture_output=True)  # trains no further
@@ -63,6 +65,16 @@ def test_train_command_end_to_end_and_resume(tmp_path):
     world_eval.add_arguments(parser)
     world_eval.main(parser.parse_args(["--checkpoint", str(export), "--heldout", str(tmp_path / "heldout"),
                                        "--clips", "1", "--steps", "1,2", "--no-record"]))
+
+
+def test_best_is_teacher_forced_psnr_less_a_blur_penalty():
+    from simulator.train.world_model import score
+
+    sharp = {"teacher_forced_psnr": 27.0, "sharpness_rollout": 30.0, "sharpness_true": 38.0}  # ratio 0.79
+    blurry = {**sharp, "teacher_forced_psnr": 27.5, "sharpness_rollout": 19.0}  # ratio 0.5
+    assert score(sharp) == 27.0  # sharp enough: no penalty
+    assert score(blurry) == pytest.approx(27.5 - 10 * 0.2)  # 0.2 short of 0.7
+    assert score(sharp) > score(blurry)
 
 
 def test_resume_keeps_the_saved_recipe_unless_overridden(tmp_path):
