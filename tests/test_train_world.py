@@ -125,6 +125,16 @@ def test_adversarial_term_reaches_the_model_and_resumes(tmp_path, one_thread):
     for k, v in trainer.tokenizer.state_dict().items():  # the decoder judges, it does not learn
         torch.testing.assert_close(v, frozen[k], rtol=0, atol=0)
 
+    # with adv_previous (the default) each frame is judged beside its true previous frame
+    batch = sampler.batch(8)
+    pred, x0, level = trainer.predict(batch)
+    fake, real = trainer.judged(pred, batch["latents"], level)
+    assert fake.shape == real.shape == (4, 6, 32, 32)
+    torch.testing.assert_close(fake[:, :3], real[:, :3], rtol=0, atol=0)  # the same true previous frames
+    assert not torch.equal(fake[:, 3:], real[:, 3:])
+    alone = _adv_trainer(adv_previous=False)
+    assert alone.judged(pred, batch["latents"], level)[0].shape == (4, 3, 32, 32)
+
     # the verdict reaches the world model: same draws, with and without the term
     with_adv, without = _adv_trainer(adv_warmup=0), _adv_trainer(adv_warmup=0)
     without.cfg = replace(without.cfg, adv_weight=0.0)

@@ -34,12 +34,13 @@ def kl_divergence(mean: Tensor, logvar: Tensor) -> Tensor:
 
 
 class PatchDiscriminator(nn.Module):
-    """A small PatchGAN: [B, 3, H, W] in [-1, 1] -> logits [B, 1, H/8, W/8], one per ~22 px patch."""
+    """A small PatchGAN: [B, in_channels, H, W] in [-1, 1] -> logits [B, 1, H/8, W/8], one per ~22 px
+    patch. in_channels 3 judges a frame; 6 a (previous frame, frame) pair, i.e. the frame in context."""
 
-    def __init__(self, channels: int = 32, layers: int = 3):
+    def __init__(self, channels: int = 32, layers: int = 3, in_channels: int = 3):
         super().__init__()
         mods: list[nn.Module] = []
-        c_in = 3
+        c_in = in_channels
         for i in range(layers):
             c_out = channels * 2**i
             mods += [nn.utils.parametrizations.spectral_norm(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1)),

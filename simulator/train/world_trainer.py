@@ -8,7 +8,10 @@ That loss is minimised by the mean of the possible frames, which is fog wherever
 uncertain (issue #8). With `adv_weight` > 0 a patch discriminator also judges the predicted clean
 latents of frames drawn at target levels, decoded to pixels by the run's frozen tokenizer decoder,
 against the true latents decoded the same way (hinge GAN, as the tokenizer's decoder is trained):
-the network is pushed to commit to one sharp frame rather than paint their average. Mixed precision is
+the network is pushed to commit to one sharp frame rather than paint their average. With
+`adv_previous` (the default) the discriminator sees each frame beside its true previous frame, so
+it also judges whether the frame follows from it: judged alone, sharp but made-up block clutter
+passes for real (docs/training.md). Mixed precision is
 bf16 autocast on CUDA and on CPUs with native bf16 (no loss scaling needed for bf16), fp32
 elsewhere (simulator/models/precision.py).
 
@@ -59,6 +62,7 @@ class TrainConfig:
     adv_weight: float = 0.0
     adv_frames: int = 16  # frames judged per step (drawn among those at target noise levels)
     adv_warmup: int = 100  # discriminator-only steps before its verdict reaches the world model
+    adv_previous: bool = True  # the discriminator judges (previous frame, frame) pairs, not frames alone
     disc_lr: float = 2e-4
     seed: int = 0
 
@@ -98,7 +102,7 @@ class WorldTrainer:
             if tokenizer is None:
                 raise ValueError("adv_weight > 0 needs the run's tokenizer: its decoder turns latents into pixels")
             self.tokenizer = copy.deepcopy(tokenizer).to(info.device).eval().requires_grad_(False)
-            disc = PatchDiscriminator().to(info.device)
+            disc = PatchDiscriminator(in_channels=6 if cfg.adv_previous else 3).to(info.device)
             self.disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
             self.disc = wrap(disc, info)
 
@@ -133,20 +137,29 @@ class WorldTrainer:
                             prev_level, buttons, camera)
         return pred, x0, level
 
-    def judged(self, pred: torch.Tensor, x0: torch.Tensor, level: torch.Tensor
+    def judged(self, pred: torch.Tensor, latents: torch.Tensor, level: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Decoded (predicted, true) frames [K, 3, H, W] of up to `adv_frames` frames drawn at target
-        levels (above the context levels, which are near copies of the truth); None if there are none."""
+        """What the discriminator sees, (predicted, true) [K, 3 or 6, H, W], for up to `adv_frames`
+        frames drawn at target levels (above the context levels, which are near copies of the truth):
+        decoded frames, with `adv_previous` each behind its decoded true previous frame. `latents` is
+        the batch's [B, T+1, C, h, w] (previous frames included). None if no frame qualifies."""
         rows = (level.flatten() > self.diffusion.context_max).nonzero().flatten()
         if rows.numel() == 0:
             return None
         pick = torch.randperm(rows.numel(), generator=self.noise_rng, device=rows.device)[:self.cfg.adv_frames]
         rows = rows[pick]
+
+        def decode(z: torch.Tensor) -> torch.Tensor:
+            return self.tokenizer.decoder(self.tokenizer.denormalize(z.float())).float().clamp(-1, 1)
+
         with autocast(self.info.device, self.bf16):
-            fake = self.tokenizer.decoder(self.tokenizer.denormalize(pred.flatten(0, 1)[rows].float()))
+            fake = decode(pred.flatten(0, 1)[rows])
             with torch.no_grad():
-                real = self.tokenizer.decoder(self.tokenizer.denormalize(x0.flatten(0, 1)[rows]))
-        return fake.float().clamp(-1, 1), real.float().clamp(-1, 1)
+                real = decode(latents[:, 1:].flatten(0, 1)[rows])
+                previous = decode(latents[:, :-1].flatten(0, 1)[rows]) if self.cfg.adv_previous else None
+        if previous is None:
+            return fake, real
+        return torch.cat([previous, fake], dim=1), torch.cat([previous, real], dim=1)
 
     @torch.no_grad()
     def own_context(self, x0: torch.Tensor, prev: torch.Tensor, buttons: torch.Tensor, camera: torch.Tensor
@@ -177,7 +190,7 @@ class WorldTrainer:
         pred, x0, level = self.predict(batch)
         loss = self.diffusion_loss(pred, x0, level)
         logs = {"loss": all_mean(float(loss.detach()), self.info)}
-        frames = self.judged(pred, x0, level) if self.disc is not None else None
+        frames = self.judged(pred, batch["latents"].to(self.info.device), level) if self.disc is not None else None
         if frames is not None and self.disc_steps >= self.cfg.adv_warmup:
             with autocast(self.info.device, self.bf16):
                 g_adv = hinge_g_loss(self.disc(frames[0]).float())
