@@ -90,6 +90,9 @@ def test_resume_keeps_the_saved_recipe_unless_overridden(tmp_path):
     saved = world_model._last_config(tmp_path)["train"]
     resumed = world_model._train_config(parser.parse_args(base), saved)  # the flags not given again
     assert (resumed.lr, resumed.self_context) == (1e-4, 0.5)
+    assert resumed.adv_previous  # the default: no discriminator in this run anyway
+    older = {k: v for k, v in {**saved, "adv_weight": 0.05}.items() if k != "adv_previous"}
+    assert not world_model._train_config(parser.parse_args(base), older).adv_previous  # as it was trained
     assert world_model._train_config(parser.parse_args(base + ["--lr", "2e-4"]), saved).lr == 2e-4
     with pytest.raises(SystemExit, match="--preset cpu"):  # another model than the one in OUT/last
         world_model._train_config(parser.parse_args(base[:-4] + ["--preset", "tiny"] + base[-2:]), saved)

@@ -79,6 +79,8 @@ def _train_config(args: argparse.Namespace, saved: dict | None = None) -> TrainC
                              f"{cfg.model!r}: resume with --preset {saved['model']} or use a new --out")
         known = {f.name for f in fields(TrainConfig)}
         cfg = replace(cfg, **{k: v for k, v in saved.items() if k in known})
+        if saved.get("adv_weight", 0) > 0 and "adv_previous" not in saved:
+            cfg = replace(cfg, adv_previous=False)  # saved before the pairs: its discriminator judges frames alone
     overrides = {"max_steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every,
                  "self_context": args.self_context, "adv_weight": args.adv_weight}
     if args.self_context is not None and not 0.0 <= args.self_context <= 1.0:
