@@ -11,9 +11,10 @@ against the true latents decoded the same way (hinge GAN, as the tokenizer's dec
 the network is pushed to commit to one sharp frame rather than paint their average. With
 `adv_previous` (the default) the discriminator sees each frame beside its true previous frame, so
 it also judges whether the frame follows from it: judged alone, sharp but made-up block clutter
-passes for real (docs/training.md). Mixed precision is
-bf16 autocast on CUDA and on CPUs with native bf16 (no loss scaling needed for bf16), fp32
-elsewhere (simulator/models/precision.py).
+passes for real (docs/training.md).
+
+Mixed precision is bf16 autocast on CUDA and on CPUs with native bf16 (no loss scaling needed for
+bf16), fp32 elsewhere (simulator/models/precision.py).
 
 Resumable state lives in one folder, no pickles: `model.safetensors` + `config.json` (the raw
 float32 weights), `ema.safetensors`, `optimizer.safetensors` (AdamW moments, one tensor per
