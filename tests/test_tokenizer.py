@@ -275,3 +275,40 @@ def test_encoder_flops_are_the_convolutions_multiply_adds():
         h.remove()
     assert tokenizer_bench.encoder_flops(model, 32, 48) == sum(expected) > 0
     assert tokenizer_bench.encoder_flops(model, 64, 96) == 4 * sum(expected)  # fully convolutional
+
+
+def test_distilled_encoder_learns_the_teachers_latent_space_and_resumes(tmp_path):
+    """--teacher: a new encoder shaped by --arch learns a trained tokenizer's latents; the decoder
+    and the latent shift/scale (what a world model was trained on) stay the teacher's, bit for bit."""
+    _write_dataset(tmp_path / "train", [0, 1])
+    _write_dataset(tmp_path / "heldout", [100000])
+    torch.manual_seed(0)
+    teacher = Tokenizer(preset("tiny"))
+    teacher.set_latent_stats(torch.full((4,), 0.5), torch.full((4,), 2.0))
+    teacher.save(tmp_path / "teacher", dtype=None)
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    argv = ["--data", str(tmp_path / "train"), "--heldout", str(tmp_path / "heldout"), "--preset", "tiny",
+            "--device", "cpu", "--eval-every", "60", "--eval-frames", "8", "--teacher", str(tmp_path / "teacher"),
+            "--out", str(tmp_path / "run")]
+    with pytest.raises(SystemExit, match="encoder_channels and encoder_blocks only"):
+        train_cli.main(parser.parse_args(argv[:-1] + [str(tmp_path / "bad"), "--arch", "decoder_blocks=1,1,1"]))
+    frames = torch.from_numpy(blocky_frames(8, 32, 32, seed=7))
+
+    def latent_error(model: Tokenizer) -> float:
+        with torch.no_grad():
+            return float((model.encode(frames) - teacher.encode(frames)).pow(2).mean())
+
+    untrained = Tokenizer(TokenizerConfig.from_dict({**teacher.config.to_dict(), "encoder_channels": [4, 8, 16]}))
+    assert train_cli.main(parser.parse_args(argv + ["--arch", "encoder_channels=4,8,16", "--steps", "60"])) == 0
+    student = Tokenizer.load(tmp_path / "run" / "last")
+    assert student.config.encoder_channels == (4, 8, 16)
+    for name, value in teacher.state_dict().items():
+        if name.startswith("decoder."):
+            assert torch.equal(value, student.state_dict()[name]), name
+    assert student.config.latent_shift == teacher.config.latent_shift
+    assert student.config.latent_scale == teacher.config.latent_scale
+    assert latent_error(student) < 0.5 * latent_error(untrained)
+    assert train_cli.main(parser.parse_args(argv + ["--steps", "90"])) == 0  # resumes with its teacher
+    last = json.loads((tmp_path / "run" / "last" / "config.json").read_text())
+    assert last["step"] == 90 and last["teacher"] == str(tmp_path / "teacher")

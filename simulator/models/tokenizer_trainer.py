@@ -48,6 +48,12 @@ class TokenizerTrainConfig:
     # train the decoder only: the encoder, hence the latent space and its shift/scale, stay fixed,
     # so a world model trained on these latents keeps working with the improved decoder
     freeze_encoder: bool = False
+    # distillation (`--teacher`): a new, cheaper encoder learns a trained tokenizer's latent space.
+    # The student starts with the teacher's decoder and latent shift/scale; freeze_decoder keeps
+    # them, so a world model trained on the teacher's latents works with the student unchanged.
+    # distill_weight: weight of the MSE between student and teacher latents (normalised units)
+    distill_weight: float = 0.0
+    freeze_decoder: bool = False
 
 
 TRAIN_PRESETS: dict[str, TokenizerTrainConfig] = {
@@ -67,10 +73,16 @@ class TokenizerTrainer:
     """Owns the model, the optional discriminator, their AdamW optimizers and the step counter."""
 
     def __init__(self, model: Tokenizer, cfg: TokenizerTrainConfig, device: torch.device,
-                 total_steps: int | None = None):
+                 total_steps: int | None = None, teacher: Tokenizer | None = None):
         self.model, self.cfg, self.device, self.total_steps = model, cfg, device, total_steps
         self.step = 0
+        if cfg.freeze_encoder and cfg.freeze_decoder:
+            raise ValueError("freeze_encoder and freeze_decoder together leave nothing to train")
+        if (teacher is None) != (cfg.distill_weight == 0):
+            raise ValueError("distill_weight > 0 and a teacher tokenizer go together")
+        self.teacher = None if teacher is None else teacher.to(device).eval().requires_grad_(False)
         model.encoder.requires_grad_(not cfg.freeze_encoder)
+        model.decoder.requires_grad_(not cfg.freeze_decoder)
         self.opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.99),
                                      weight_decay=cfg.weight_decay)
         self.disc: PatchDiscriminator | None = None
@@ -149,6 +161,13 @@ class TokenizerTrainer:
         rec, logs = reconstruction_loss(recon, x, cfg.gradient_weight)
         kl = kl_divergence(mean.float(), logvar.float())
         loss = rec + cfg.kl_weight * kl
+        if self.teacher is not None:  # the generated latents (if any) follow the frames in `x`: not encoded
+            with torch.no_grad(), self.autocast():
+                target = self.teacher.posterior(x[:len(mean)])[0]
+            scale = self.model.latent_scale.view(1, -1, 1, 1)
+            distill = ((mean.float() - target.float()) / scale).pow(2).mean()
+            loss = loss + cfg.distill_weight * distill
+            logs["distill"] = float(distill.detach())
         if use_adv:
             with self.autocast():
                 g_adv = hinge_g_loss(self.disc(recon).float())
@@ -174,7 +193,7 @@ class TokenizerTrainer:
         """Per-channel mean and std of the encoder mean over uint8 frames [N, H, W, 3]; stored in
         the model's config so that encode() returns ~unit-variance latents. A frozen encoder keeps
         the statistics it came with (the latent space a world model was trained in)."""
-        if self.cfg.freeze_encoder:
+        if self.cfg.freeze_encoder or self.teacher is not None:
             return
         means = []
         for i in range(0, len(frames), batch_size):
@@ -198,12 +217,12 @@ class TokenizerTrainer:
 
     @classmethod
     def resume(cls, directory: str | Path, device: torch.device, total_steps: int | None = None,
-               **train_overrides: object) -> "TokenizerTrainer":
+               teacher: Tokenizer | None = None, **train_overrides: object) -> "TokenizerTrainer":
         directory = Path(directory)
         model = Tokenizer.load(directory, device=device).to(memory_format=torch.channels_last).train()
         config = json.loads((directory / "config.json").read_text())
         cfg = replace(TokenizerTrainConfig(**config["train"]), **train_overrides)
-        trainer = cls(model, cfg, device, total_steps)
+        trainer = cls(model, cfg, device, total_steps, teacher)
         trainer.step = int(config["step"])
         load_optimizer(trainer.opt, directory / "optim", device)
         if trainer.disc is not None and (directory / "disc.safetensors").is_file():
@@ -213,6 +232,17 @@ class TokenizerTrainer:
 
 
 def build_trainer(model_config: TokenizerConfig, cfg: TokenizerTrainConfig, device: torch.device,
-                  total_steps: int | None = None) -> TokenizerTrainer:
+                  total_steps: int | None = None, teacher: Tokenizer | None = None) -> TokenizerTrainer:
     model = Tokenizer(model_config).to(device).to(memory_format=torch.channels_last).train()
-    return TokenizerTrainer(model, cfg, device, total_steps)
+    return TokenizerTrainer(model, cfg, device, total_steps, teacher)
+
+
+def student_of(teacher: Tokenizer, encoder: dict[str, object]) -> Tokenizer:
+    """A tokenizer with the teacher's decoder, latent shape and latent shift/scale, and a fresh
+    encoder of the given shape (`encoder_channels`, `encoder_blocks`)."""
+    unknown = set(encoder) - {"encoder_channels", "encoder_blocks"}
+    if unknown:
+        raise ValueError(f"a student differs from its teacher in the encoder only, not in {sorted(unknown)}")
+    student = Tokenizer(TokenizerConfig.from_dict({**teacher.config.to_dict(), **encoder}))
+    student.decoder.load_state_dict(teacher.decoder.state_dict())
+    return student

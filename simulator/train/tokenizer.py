@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from simulator.models.tokenizer import TOKENIZER_PRESETS, Tokenizer, TokenizerConfig, preset
 from simulator.models.tokenizer_eval import decode_latents, evaluate, load_frames, reconstruction_figures
-from simulator.models.tokenizer_trainer import TRAIN_PRESETS, TokenizerTrainer, build_trainer
+from simulator.models.tokenizer_trainer import TRAIN_PRESETS, TokenizerTrainer, build_trainer, student_of
 from simulator.train.decoder_pairs import load_pairs
 
 SHARPNESS_TARGET = 0.85  # issue 8: reconstructions keep >= 85% of the true frames' sharpness
@@ -65,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of each batch taken from --generated")
     parser.add_argument("--heldout-generated", default=None,
                         help="held-out decoder pairs: also score decoding the world model's latents (PSNR, sharpness)")
+    parser.add_argument("--teacher", default=None,
+                        help="distil this trained tokenizer into a new encoder shaped by --arch "
+                             "(encoder_channels=..., encoder_blocks=...): same decoder, same latent space")
+    parser.add_argument("--distill-weight", type=float, default=1.0,
+                        help="with --teacher: weight of the latent MSE to the teacher's (normalised units)")
     parser.add_argument("--eval-every", type=int, default=500, help="steps between held-out evaluations/checkpoints")
     parser.add_argument("--eval-frames", type=int, default=768, help="held-out frames per evaluation (every 4th frame)")
     parser.add_argument("--max-train-frames", type=int, default=None, help="cap on training frames loaded")
@@ -85,9 +90,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def arch_config(name: str, changes: list[str]) -> TokenizerConfig:
-    """The preset `name` with `KEY=V` changes: integers, or comma-separated integers for per-level fields."""
-    base = preset(name).to_dict()
+def arch_config(name: str | TokenizerConfig, changes: list[str]) -> TokenizerConfig:
+    """The preset `name` (or a given config) with `KEY=V` changes: integers, or comma-separated
+    integers for per-level fields."""
+    base = (preset(name) if isinstance(name, str) else name).to_dict()
     known = sorted(k for k in base if k not in ("latent_shift", "latent_scale"))  # measured, not chosen
     for change in changes:
         key, sep, value = change.partition("=")
@@ -131,10 +137,27 @@ def _open_trainer(args: argparse.Namespace, device: torch.device) -> tuple[Token
     last = Path(args.out) / "last"
     if (last / "config.json").is_file():
         state = json.loads((last / "config.json").read_text())
-        trainer = TokenizerTrainer.resume(last, device, args.steps, **_overrides(args))
+        teacher = Tokenizer.load(state["teacher"]) if state.get("teacher") else None
+        trainer = TokenizerTrainer.resume(last, device, args.steps, teacher, **_overrides(args))
         print(f"resumed {last} at step {trainer.step}")
         return trainer, state
     cfg = replace(TRAIN_PRESETS[args.preset], **_overrides(args))
+    if args.teacher is not None:
+        if args.init is not None or cfg.freeze_encoder:
+            raise SystemExit("--teacher trains a new encoder for the teacher's decoder: no --init, no --freeze-encoder")
+        teacher = Tokenizer.load(args.teacher)
+        changes = arch_config(teacher.config, args.arch).to_dict()
+        try:
+            student = student_of(teacher, {k: changes[k] for k in ("encoder_channels", "encoder_blocks")})
+        except ValueError as e:
+            raise SystemExit(f"--teacher: {e}") from None
+        if student.config.to_dict() != changes:
+            raise SystemExit("--teacher: --arch may change encoder_channels and encoder_blocks only")
+        cfg = replace(cfg, distill_weight=args.distill_weight, freeze_decoder=True)
+        model = student.to(device).to(memory_format=torch.channels_last).train()
+        print(f"distilling {args.teacher} into encoder {student.config.encoder_channels} / "
+              f"{student.config.encoder_blocks} (its decoder and latent space)")
+        return TokenizerTrainer(model, cfg, device, args.steps, teacher), {"teacher": str(args.teacher)}
     if args.init is None:
         if cfg.freeze_encoder:
             raise SystemExit("--freeze-encoder keeps a trained latent space: give the tokenizer with --init")
@@ -168,12 +191,14 @@ def _checkpoint(trainer: TokenizerTrainer, args: argparse.Namespace, stats_frame
         run["best_score"], run["best_step"] = score(figures), trainer.step
     extra = {"train_seconds": run["train_seconds"], "best_score": run["best_score"],
              "best_step": run["best_step"], "history": run["history"], "data": str(args.data),
-             "heldout": str(args.heldout), **({"init": run["init"]} if run.get("init") else {})}
+             "heldout": str(args.heldout), **({"init": run["init"]} if run.get("init") else {}),
+             **({"teacher": run["teacher"]} if run.get("teacher") else {})}
     trainer.save_state(Path(args.out) / "last", figures=figures, **extra)
     if improved:
         info = {"step": trainer.step, "train_seconds": round(run["train_seconds"]), "data": str(args.data),
                 "heldout": str(args.heldout), "resolution": list(heldout.shape[1:3]), "heldout_figures": figures,
-                **({"init": run["init"], "frozen_encoder": trainer.cfg.freeze_encoder} if run.get("init") else {})}
+                **({"init": run["init"], "frozen_encoder": trainer.cfg.freeze_encoder} if run.get("init") else {}),
+                **({"teacher": run["teacher"]} if run.get("teacher") else {})}
         for target in [Path(args.out) / "best"] + ([Path(args.export)] if args.export else []):
             shipped.save(target, **info)
     return figures
@@ -206,7 +231,7 @@ def main(args: argparse.Namespace) -> int:
                          f"{trainer.cfg.batch_size} for both kinds (give 0 < fraction < 1)")
     run = {"train_seconds": float(saved.get("train_seconds", 0.0)), "history": list(saved.get("history", [])),
            "best_score": float(saved.get("best_score", -1e9)), "best_step": saved.get("best_step"),
-           "init": saved.get("init")}
+           "init": saved.get("init"), "teacher": saved.get("teacher")}
     stats_idx = torch.from_numpy(np.random.default_rng(args.seed).choice(len(train), min(STATS_FRAMES, len(train)),
                                                                          replace=False))
     stats_frames = train[stats_idx.to(train.device)]
