@@ -64,3 +64,20 @@ def test_candidate_tokenizer_fits_the_world_model_and_reconstructs_better():
     frames = np.stack([world.reset()] + [world.step(Action(forward=True, yaw=3.0)) for _ in range(7)])
     new, old = evaluate(candidate, frames)["psnr"], evaluate(shipped, frames)["psnr"]
     assert new > 27.0 and new > old + 2.0, (new, old)
+
+
+def test_distilled_student_speaks_the_candidates_latent_space():
+    """checkpoints/candidates/tokenizer-student (docs/training.md, "A distilled encoder"): a 216-MFLOP
+    encoder distilled from the wide candidate keeps its latent shift/scale, and on engine frames of
+    a held-out world its latents stay close to the candidate's, so the candidate's world model can
+    read them."""
+    from simulator.world.engine import World
+
+    student, candidate = Tokenizer.load(CANDIDATE.parent / "tokenizer-student"), Tokenizer.load(CANDIDATE)
+    assert student.config.latent_shift == candidate.config.latent_shift
+    assert student.config.latent_scale == candidate.config.latent_scale
+    world = World(100002)
+    frames = torch.from_numpy(np.stack([world.reset()] + [world.step(Action(forward=True, yaw=3.0)) for _ in range(7)]))
+    with torch.no_grad():
+        a, b = student.encode(frames), candidate.encode(frames)
+    assert float((a - b).pow(2).mean()) < 0.1 * float(b.pow(2).mean())  # normalised units: within 10% of its energy
