@@ -210,17 +210,24 @@ def test_bench_command_times_and_measures_quality_without_recording(tmp_path, ca
     assert (tmp_path / "recon.png").stat().st_size > 0
 
 
-def test_decoder_only_training_keeps_the_latent_space(tmp_path):
-    """--init + --freeze-encoder: the decoder learns, the encoder and latent statistics (what a
-    world model was trained on) stay bit for bit; without --init the option is refused."""
+def _trained_tokenizer_and_cli(tmp_path, name: str) -> tuple[Tokenizer, argparse.ArgumentParser]:
+    """Train/held-out shards, a tiny tokenizer with known latent statistics saved as tmp_path/name
+    (a stand-in for a trained one), and the train-tokenizer argument parser."""
     _write_dataset(tmp_path / "train", [0, 1])
     _write_dataset(tmp_path / "heldout", [100000])
     torch.manual_seed(0)
-    base = Tokenizer(preset("tiny"))
-    base.set_latent_stats(torch.full((4,), 0.5), torch.full((4,), 2.0))
-    base.save(tmp_path / "base", dtype=None)
+    model = Tokenizer(preset("tiny"))
+    model.set_latent_stats(torch.full((4,), 0.5), torch.full((4,), 2.0))
+    model.save(tmp_path / name, dtype=None)
     parser = argparse.ArgumentParser()
     train_cli.add_arguments(parser)
+    return model, parser
+
+
+def test_decoder_only_training_keeps_the_latent_space(tmp_path):
+    """--init + --freeze-encoder: the decoder learns, the encoder and latent statistics (what a
+    world model was trained on) stay bit for bit; without --init the option is refused."""
+    base, parser = _trained_tokenizer_and_cli(tmp_path, "base")
     argv = ["--data", str(tmp_path / "train"), "--heldout", str(tmp_path / "heldout"), "--preset", "tiny",
             "--device", "cpu", "--eval-every", "100", "--eval-frames", "8", "--steps", "200", "--freeze-encoder"]
     with pytest.raises(SystemExit, match="--init"):
@@ -280,14 +287,7 @@ def test_encoder_flops_are_the_convolutions_multiply_adds():
 def test_distilled_encoder_learns_the_teachers_latent_space_and_resumes(tmp_path):
     """--teacher: a new encoder shaped by --arch learns a trained tokenizer's latents; the decoder
     and the latent shift/scale (what a world model was trained on) stay the teacher's, bit for bit."""
-    _write_dataset(tmp_path / "train", [0, 1])
-    _write_dataset(tmp_path / "heldout", [100000])
-    torch.manual_seed(0)
-    teacher = Tokenizer(preset("tiny"))
-    teacher.set_latent_stats(torch.full((4,), 0.5), torch.full((4,), 2.0))
-    teacher.save(tmp_path / "teacher", dtype=None)
-    parser = argparse.ArgumentParser()
-    train_cli.add_arguments(parser)
+    teacher, parser = _trained_tokenizer_and_cli(tmp_path, "teacher")
     argv = ["--data", str(tmp_path / "train"), "--heldout", str(tmp_path / "heldout"), "--preset", "tiny",
             "--device", "cpu", "--eval-every", "60", "--eval-frames", "8", "--teacher", str(tmp_path / "teacher"),
             "--out", str(tmp_path / "run")]

@@ -147,10 +147,7 @@ def _open_trainer(args: argparse.Namespace, device: torch.device) -> tuple[Token
             raise SystemExit("--teacher trains a new encoder for the teacher's decoder: no --init, no --freeze-encoder")
         teacher = Tokenizer.load(args.teacher)
         changes = arch_config(teacher.config, args.arch).to_dict()
-        try:
-            student = student_of(teacher, {k: changes[k] for k in ("encoder_channels", "encoder_blocks")})
-        except ValueError as e:
-            raise SystemExit(f"--teacher: {e}") from None
+        student = student_of(teacher, {k: changes[k] for k in ("encoder_channels", "encoder_blocks")})
         if student.config.to_dict() != changes:
             raise SystemExit("--teacher: --arch may change encoder_channels and encoder_blocks only")
         cfg = replace(cfg, distill_weight=args.distill_weight, freeze_decoder=True)
