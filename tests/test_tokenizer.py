@@ -14,7 +14,7 @@ from simulator.actions import NOOP
 from simulator.data.shards import Episode, write_shard
 from simulator.models.tokenizer import Tokenizer, TokenizerConfig, preset
 from simulator.models.tokenizer_eval import comparison_grid, evaluate
-from simulator.models.tokenizer_trainer import TRAIN_PRESETS, TokenizerTrainer, build_trainer
+from simulator.models.tokenizer_trainer import TRAIN_PRESETS, TokenizerTrainer, build_trainer, frames_to_unit
 from simulator.train import tokenizer as train_cli
 
 
@@ -312,3 +312,43 @@ def test_distilled_encoder_learns_the_teachers_latent_space_and_resumes(tmp_path
     assert train_cli.main(parser.parse_args(argv + ["--steps", "90"])) == 0  # resumes with its teacher
     last = json.loads((tmp_path / "run" / "last" / "config.json").read_text())
     assert last["step"] == 90 and last["teacher"] == str(tmp_path / "teacher")
+
+
+def test_a_student_continues_with_its_decoder_in_the_teachers_latent_space(tmp_path):
+    """--teacher --init STUDENT --train-decoder: the student's encoder and decoder train together
+    from where the student stopped, the latent MSE holding the teacher's latent space (its shift and
+    scale unchanged); only a student of that teacher is accepted, and --train-decoder needs a teacher."""
+    teacher, parser = _trained_tokenizer_and_cli(tmp_path, "teacher")
+    base = ["--data", str(tmp_path / "train"), "--heldout", str(tmp_path / "heldout"), "--preset", "tiny",
+            "--device", "cpu", "--eval-every", "40", "--eval-frames", "8"]
+    distil = base + ["--teacher", str(tmp_path / "teacher")]
+    assert train_cli.main(parser.parse_args(distil + ["--arch", "encoder_channels=4,8,16", "--steps", "40",
+                                                      "--out", str(tmp_path / "student")])) == 0
+    student = Tokenizer.load(tmp_path / "student" / "last")
+    stranger = Tokenizer(preset("tiny"))  # same shapes, other latent statistics
+    stranger.save(tmp_path / "stranger", dtype=None)
+    with pytest.raises(SystemExit, match="not a student of"):
+        train_cli.main(parser.parse_args(distil + ["--init", str(tmp_path / "stranger"), "--out", str(tmp_path / "x")]))
+    with pytest.raises(SystemExit, match="goes with --teacher"):
+        train_cli.main(parser.parse_args(base + ["--train-decoder", "--out", str(tmp_path / "y")]))
+    assert train_cli.main(parser.parse_args(distil + ["--init", str(tmp_path / "student" / "last"), "--train-decoder",
+                                                      "--steps", "40", "--out", str(tmp_path / "joint")])) == 0
+    joint = Tokenizer.load(tmp_path / "joint" / "last")
+    assert joint.config.encoder_channels == (4, 8, 16)
+    for name, value in student.state_dict().items():
+        assert not torch.equal(value, joint.state_dict()[name]) or not value.is_floating_point() or value.numel() < 2, name
+    assert joint.config.latent_shift == teacher.config.latent_shift
+    assert joint.config.latent_scale == teacher.config.latent_scale
+    # the same continuation without a teacher (plain --init, all weights) moves the latents further
+    assert train_cli.main(parser.parse_args(base + ["--init", str(tmp_path / "student" / "last"), "--steps", "40",
+                                                    "--out", str(tmp_path / "free")])) == 0
+    free = Tokenizer.load(tmp_path / "free" / "last")
+    x = frames_to_unit(torch.from_numpy(blocky_frames(8, 32, 32, seed=7)))
+    with torch.no_grad():
+        target = teacher.posterior(x)[0]
+        drift = {name: float((m.posterior(x)[0] - target).pow(2).mean() / target.pow(2).mean())
+                 for name, m in [("student", student), ("joint", joint), ("free", free)]}
+    assert drift["joint"] < 0.5 * drift["free"], drift
+    run = json.loads((tmp_path / "joint" / "last" / "config.json").read_text())
+    assert run["teacher"] == str(tmp_path / "teacher") and run["init"] == str(tmp_path / "student" / "last")
+    assert run["train"]["freeze_decoder"] is False

@@ -70,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(encoder_channels=..., encoder_blocks=...): same decoder, same latent space")
     parser.add_argument("--distill-weight", type=float, default=1.0,
                         help="with --teacher: weight of the latent MSE to the teacher's (normalised units)")
+    parser.add_argument("--train-decoder", action="store_true",
+                        help="with --teacher: train the decoder together with the student's encoder (the latent MSE "
+                             "keeps the latent space the teacher's); with --init, continue that student")
     parser.add_argument("--eval-every", type=int, default=500, help="steps between held-out evaluations/checkpoints")
     parser.add_argument("--eval-frames", type=int, default=768, help="held-out frames per evaluation (every 4th frame)")
     parser.add_argument("--max-train-frames", type=int, default=None, help="cap on training frames loaded")
@@ -132,6 +135,11 @@ def generated_figures(model: Tokenizer, pairs: dict[str, torch.Tensor], batch_si
             "generated_ssim": figures["ssim"]}
 
 
+def _beyond_encoder(config: TokenizerConfig) -> dict[str, object]:
+    """What a student shares with its teacher: everything but the encoder's shape."""
+    return {k: v for k, v in config.to_dict().items() if not k.startswith("encoder_")}
+
+
 def _open_trainer(args: argparse.Namespace, device: torch.device) -> tuple[TokenizerTrainer, dict]:
     """Resume from OUT/last, or start fresh from the preset; also returns the saved run state."""
     last = Path(args.out) / "last"
@@ -143,18 +151,29 @@ def _open_trainer(args: argparse.Namespace, device: torch.device) -> tuple[Token
         return trainer, state
     cfg = replace(TRAIN_PRESETS[args.preset], **_overrides(args))
     if args.teacher is not None:
-        if args.init is not None or cfg.freeze_encoder:
-            raise SystemExit("--teacher trains a new encoder for the teacher's decoder: no --init, no --freeze-encoder")
+        if cfg.freeze_encoder:
+            raise SystemExit("--teacher trains the student's encoder: no --freeze-encoder")
         teacher = Tokenizer.load(args.teacher)
-        changes = arch_config(teacher.config, args.arch).to_dict()
-        student = student_of(teacher, {k: changes[k] for k in ("encoder_channels", "encoder_blocks")})
-        if student.config.to_dict() != changes:
-            raise SystemExit("--teacher: --arch may change encoder_channels and encoder_blocks only")
-        cfg = replace(cfg, distill_weight=args.distill_weight, freeze_decoder=True)
+        if args.init is not None:  # continue a student of this teacher
+            if args.arch:
+                raise SystemExit("--teacher with --init continues that student: its architecture, no --arch")
+            student = Tokenizer.load(args.init)
+            if _beyond_encoder(student.config) != _beyond_encoder(teacher.config):
+                raise SystemExit(f"--init {args.init} is not a student of {args.teacher}: its decoder, latent shape "
+                                 "or latent shift/scale differ")
+        else:
+            changes = arch_config(teacher.config, args.arch).to_dict()
+            student = student_of(teacher, {k: changes[k] for k in ("encoder_channels", "encoder_blocks")})
+            if student.config.to_dict() != changes:
+                raise SystemExit("--teacher: --arch may change encoder_channels and encoder_blocks only")
+        cfg = replace(cfg, distill_weight=args.distill_weight, freeze_decoder=not args.train_decoder)
         model = student.to(device).to(memory_format=torch.channels_last).train()
         print(f"distilling {args.teacher} into encoder {student.config.encoder_channels} / "
-              f"{student.config.encoder_blocks} (its decoder and latent space)")
-        return TokenizerTrainer(model, cfg, device, args.steps, teacher), {"teacher": str(args.teacher)}
+              f"{student.config.encoder_blocks} ({'with' if args.train_decoder else 'its'} decoder, its latent space)")
+        return (TokenizerTrainer(model, cfg, device, args.steps, teacher),
+                {"teacher": str(args.teacher), **({"init": str(args.init)} if args.init else {})})
+    if args.train_decoder:
+        raise SystemExit("--train-decoder goes with --teacher (without one every run trains its decoder)")
     if args.init is None:
         if cfg.freeze_encoder:
             raise SystemExit("--freeze-encoder keeps a trained latent space: give the tokenizer with --init")
