@@ -81,9 +81,9 @@ def test_action_changes_its_own_frame():
     assert (out[:, 1] - base[:, 1]).abs().max() > 1e-2
 
 
-@pytest.mark.parametrize("warp", [0.0, 70.0])
-def test_packed_batch_equals_clips_one_by_one(warp):
-    model = _randomise(build_dit("tiny", camera_warp_fov=warp))
+@pytest.mark.parametrize("warp,zoom", [(0.0, 0.0), (70.0, 0.0), (70.0, 0.02)])
+def test_packed_batch_equals_clips_one_by_one(warp, zoom):
+    model = _randomise(build_dit("tiny", camera_warp_fov=warp, walk_zoom=zoom))
     sizes = [(3, 8, 8), (2, 4, 12), (4, 6, 6)]  # (T, h, w): different resolutions and aspect ratios
     clips = []
     for i, (T, h, w) in enumerate(sizes):
@@ -95,11 +95,11 @@ def test_packed_batch_equals_clips_one_by_one(warp):
         torch.testing.assert_close(out, alone, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("window,warp", [(3, 0.0), (8, 0.0), (3, 70.0)])
-def test_cached_chunks_equal_uncached_window(window, warp):
+@pytest.mark.parametrize("window,warp,zoom", [(3, 0.0, 0.0), (8, 0.0, 0.0), (3, 70.0, 0.0), (3, 70.0, 0.02)])
+def test_cached_chunks_equal_uncached_window(window, warp, zoom):
     """Feeding frames one at a time through the ring-buffer cache (wrapping around when T > window)
     equals one block-causal pass whose window is the cache plus the current frame."""
-    model = _randomise(build_dit("tiny", camera_warp_fov=warp))
+    model = _randomise(build_dit("tiny", camera_warp_fov=warp, walk_zoom=zoom))
     B, T, h, w = 2, 7, 4, 6
     inp = _inputs(B, T, 4, h, w)
     full = _run(model, inp, window_frames=window + 1)
@@ -170,22 +170,62 @@ def test_camera_warp_shifts_the_previous_latent_as_a_pinhole_camera_turns():
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
     prev = torch.stack([xs, ys, xs + ys, torch.ones_like(xs)])[None, None]  # [1, 1, 4, h, w]
     per_degree = (h / 2) / math.tan(math.radians(35.0)) * math.pi / 180
-    torch.testing.assert_close(model.warp_previous(prev, _bins(centre, centre)), prev, rtol=0, atol=1e-5)
+    still = torch.zeros(1, 1, BUTTON_DIM)
+    torch.testing.assert_close(model.warp_previous(prev, _bins(centre, centre), still), prev, rtol=0, atol=1e-5)
     yaw_bin, pitch_bin = centre + 3, centre - 2
     yaw, pitch = float(CAMERA_BIN_CENTERS[yaw_bin]), float(CAMERA_BIN_CENTERS[pitch_bin])
     assert yaw > 0 and pitch < 0
-    out = model.warp_previous(prev, _bins(yaw_bin, pitch_bin))[0, 0]
+    out = model.warp_previous(prev, _bins(yaw_bin, pitch_bin), still)[0, 0]
     dx, dy = -yaw * per_degree, pitch * per_degree  # how far the content moves, latent pixels
     inner = (slice(3, h - 3), slice(3, w - 3))
     torch.testing.assert_close(out[0][inner], (xs - dx)[inner], rtol=0, atol=1e-4)  # x ramp moved right by -dx
     torch.testing.assert_close(out[1][inner], (ys - dy)[inner], rtol=0, atol=1e-4)
     assert dx < 0 and dy < 0  # turning right: content moves left; looking down: content moves up
-    assert torch.equal(build_dit("tiny").warp_previous(prev, _bins(yaw_bin, pitch_bin)), prev)  # warp off
+    assert torch.equal(build_dit("tiny").warp_previous(prev, _bins(yaw_bin, pitch_bin), still), prev)  # warp off
 
 
 def test_fresh_model_with_camera_warp_is_copy_warped_last_frame():
     model = build_dit("tiny", camera_warp_fov=70.0).eval()
     inp = _inputs(2, 3, 4, 8, 8)
-    expected = model.warp_previous(inp["prev"], inp["camera"])
+    expected = model.warp_previous(inp["prev"], inp["camera"], inp["buttons"])
     assert not torch.allclose(expected, inp["prev"])
     torch.testing.assert_close(_run(model, inp), expected, rtol=0, atol=0)
+
+
+def test_walk_zoom_enlarges_the_previous_latent_as_walking_forward_does():
+    """With walk_zoom, forward enlarges the previous latent about its centre by 1 + zoom (a linear
+    ramp from the centre is scaled exactly inside the borders), back shrinks it, sprint and sneak
+    scale the zoom by the engine's speeds, and keys that do not walk ahead change nothing."""
+    from simulator.actions import BUTTONS
+    from simulator.models.camera_warp import SNEAK_SPEED_RATIO, SPRINT_SPEED_RATIO
+    from simulator.world.physics import PhysicsConfig
+
+    physics = PhysicsConfig()
+    assert SPRINT_SPEED_RATIO == pytest.approx(physics.sprint_speed / physics.walk_speed)
+    assert SNEAK_SPEED_RATIO == pytest.approx(physics.sneak_speed / physics.walk_speed)
+    zoom, h, w, centre = 0.02, 12, 16, CAMERA_BINS // 2
+    model = build_dit("tiny", camera_warp_fov=70.0, walk_zoom=zoom)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    xc, yc = xs - (w - 1) / 2, ys - (h - 1) / 2  # pixel centres relative to the image centre
+    prev = torch.stack([xc, yc, xc + yc, torch.ones_like(xc)])[None, None]
+
+    def keys(*names: str) -> torch.Tensor:
+        hot = torch.zeros(1, 1, BUTTON_DIM)
+        for name in names:
+            hot[..., BUTTONS.index(name)] = 1.0
+        return hot
+
+    inner = (slice(3, h - 3), slice(3, w - 3))
+    for names, scale in [(("forward",), 1 + zoom), (("back",), 1 - zoom),
+                         (("forward", "sprint"), 1 + zoom * SPRINT_SPEED_RATIO),
+                         (("forward", "sneak"), 1 + zoom * SNEAK_SPEED_RATIO)]:
+        out = model.warp_previous(prev, _bins(centre, centre), keys(*names))[0, 0]
+        torch.testing.assert_close(out[0][inner], (xc / scale)[inner], rtol=0, atol=1e-4), names
+        torch.testing.assert_close(out[1][inner], (yc / scale)[inner], rtol=0, atol=1e-4), names
+    for names in [(), ("left",), ("jump", "attack"), ("forward", "back"), ("sprint",)]:
+        torch.testing.assert_close(model.warp_previous(prev, _bins(centre, centre), keys(*names)), prev,
+                                   rtol=0, atol=1e-5)
+    off = build_dit("tiny", camera_warp_fov=70.0)
+    torch.testing.assert_close(off.warp_previous(prev, _bins(centre, centre), keys("forward")), prev, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="camera_warp_fov"):
+        build_dit("tiny", walk_zoom=zoom)

@@ -123,25 +123,31 @@ def test_from_checkpoint_and_validation(tmp_path):
         gen.step({0: NOOP})
 
 
-@pytest.mark.parametrize("context", ["pass", "reuse"])
-def test_generator_warps_the_previous_latent_as_training_does(context):
+@pytest.mark.parametrize("context,zoom", [("pass", 0.0), ("reuse", 0.0), ("pass", 0.05)])
+def test_generator_warps_the_previous_latent_as_training_does(context, zoom):
     """A fresh camera-warp model is copy-warped-last (its correction starts at zero): with no context
     noise, one tick must turn the slot's previous latent into exactly that latent moved by the tick's
-    camera action (the warp training applies), whatever noise the sampler draws."""
+    action (the warp training applies: the turn, and with walk_zoom the walk), whatever noise the
+    sampler draws."""
     torch.manual_seed(0)
-    model = build_dit("tiny", camera_warp_fov=70.0).eval()
+    model = build_dit("tiny", camera_warp_fov=70.0, walk_zoom=zoom).eval()
     gen = Generator(model, Tokenizer(preset("tiny")), GeneratorConfig(resolution=(16, 16), window_frames=4, steps=2,
-                                                                      context_noise=0.0, context=context))
+                                                                      context_noise=0.0, context=context,
+                                                                      detail_carry=1.0, detail_gate=0.2))
     frames, actions = _context()
     gen.start(0, frames, actions)
     prev = gen.prev[0].clone()
-    turn = Action(yaw=8.0, pitch=-3.0)
+    turn = Action(forward=True, yaw=8.0, pitch=-3.0)
     gen.step({0: turn})
     gen.flush()
-    camera = torch.from_numpy(encode_many([turn.quantized()])[1])[:, None]  # [1, 1, 2] bins
-    expected = model.warp_previous(prev[None, None], camera)[0, 0]
+    hot, bins = encode_many([turn.quantized()])
+    camera, buttons = torch.from_numpy(bins)[:, None], torch.from_numpy(hot)[:, None]  # [1, 1, 2], [1, 1, BUTTON_DIM]
+    expected = model.warp_previous(prev[None, None], camera, buttons)[0, 0]
     torch.testing.assert_close(gen.prev[0], expected, rtol=0, atol=1e-5)
     assert (expected - prev).abs().max() > 1e-2  # the turn did move it
+    if zoom:  # the walk is part of it: the turn alone gives another latent
+        alone = build_dit("tiny", camera_warp_fov=70.0).warp_previous(prev[None, None], camera, buttons)[0, 0]
+        assert (expected - alone).abs().max() > 100 * 1e-5  # far beyond the tolerance above
 
 
 def test_detail_carry_shows_the_true_frame_where_the_model_keeps_its_latent():
@@ -155,14 +161,15 @@ def test_detail_carry_shows_the_true_frame_where_the_model_keeps_its_latent():
     gen.start(0, frames, actions)
     rows = torch.tensor([0])
     last = tok.encode(torch.from_numpy(frames[-1:]))
-    still = torch.from_numpy(encode_many([NOOP])[1])[:, None]  # camera bins of no turn, [1, 1, 2]
+    hot, bins = encode_many([NOOP])
+    still, keys = torch.from_numpy(bins)[:, None], torch.from_numpy(hot)[:, None]  # no turn [1, 1, 2], no keys
     plain = tok.decode_frames(last)[0].numpy().astype(int)
-    shown = gen._show(rows, last, still)[0].numpy().astype(int)
+    shown = gen._show(rows, last, still, keys)[0].numpy().astype(int)
     assert np.abs(shown - frames[-1].astype(int)).max() <= 1  # the true frame, to rounding
     assert np.abs(plain - frames[-1].astype(int)).mean() > 10  # which the decoder alone is far from
     gen.config.detail_carry = 0.5
     detail = gen.detail[0].clone()
-    gen._show(rows, last, still)
+    gen._show(rows, last, still, keys)
     assert torch.allclose(gen.detail[0], 0.5 * detail, atol=1e-5)
     gen.release(0)
     assert gen.detail[0].abs().max() == 0
@@ -191,12 +198,13 @@ def test_detail_gate_keeps_detail_where_the_picture_stays_and_drops_it_where_it_
     gen = Generator(model, tok, GeneratorConfig(resolution=(16, 16), window_frames=4, steps=2, precision="fp32",
                                                 detail_carry=1.0, detail_gate=0.05))
     gen.start(0, frames, actions)
-    rows, still = torch.tensor([0]), torch.from_numpy(encode_many([NOOP])[1])[:, None]
+    hot, bins = encode_many([NOOP])
+    rows, still, keys = torch.tensor([0]), torch.from_numpy(bins)[:, None], torch.from_numpy(hot)[:, None]
     last = tok.encode(torch.from_numpy(frames[-1:]))
     detail = gen.detail[0].clone()
-    gen._show(rows, last, still)  # the same picture again: nothing changed, the detail stays
+    gen._show(rows, last, still, keys)  # the same picture again: nothing changed, the detail stays
     assert torch.allclose(gen.detail[0], detail, atol=1e-5)
-    gen._show(rows, last + 3.0 * torch.randn_like(last), still)  # a different picture: the detail goes
+    gen._show(rows, last + 3.0 * torch.randn_like(last), still, keys)  # a different picture: the detail goes
     assert gen.detail[0].abs().mean() < 0.2 * detail.abs().mean()
 
 

@@ -29,7 +29,7 @@ from einops import rearrange
 
 from kernels.attention import block_causal_attention, cached_attention
 from simulator.actions import BUTTON_DIM, CAMERA_BIN_CENTERS, CAMERA_BINS
-from simulator.models.camera_warp import ENGINE_FOV_DEG, warp_by_camera
+from simulator.models.camera_warp import ENGINE_FOV_DEG, walk_scale, warp_by_camera
 from simulator.models.kv_cache import KVCache
 from simulator.models.rope import apply_rotary, frame_positions, rotary_angles
 
@@ -51,6 +51,9 @@ class DiTConfig:
     # > 0: shift each previous latent by the camera action's image motion for a pinhole camera of this
     # vertical field of view (degrees; the engine's is 70) before the network sees it; 0: no shift
     camera_warp_fov: float = 0.0
+    # > 0 (with camera_warp_fov): also enlarge it about the centre by 1 + walk_zoom per tick of walking
+    # forward (1 - walk_zoom backward; sprint and sneak by their speed), as walking moves the picture
+    walk_zoom: float = 0.0
 
     @property
     def head_dim(self) -> int:
@@ -59,6 +62,10 @@ class DiTConfig:
     def __post_init__(self) -> None:
         if self.dim % self.heads:
             raise ValueError(f"DiT dim {self.dim} is not divisible by heads {self.heads}")
+        if self.walk_zoom and not self.camera_warp_fov:
+            raise ValueError("walk_zoom moves the previous latent with the camera warp: set camera_warp_fov too")
+        if not 0.0 <= self.walk_zoom < 0.5:
+            raise ValueError(f"walk_zoom is a scale change per tick in [0, 0.5), got {self.walk_zoom}")
 
 
 PRESETS: dict[str, DiTConfig] = {
@@ -208,14 +215,23 @@ class DiT(nn.Module):
         cam = self.camera_embed(camera[..., 0]) + self.camera_embed(camera[..., 1] + CAMERA_BINS)
         return self.noise_embed(noise_level) + self.prev_noise_embed(prev_level) + self.button_embed(buttons) + cam
 
-    def warp_previous(self, prev: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
-        """prev [B, T, C, h, w] moved as each frame's camera action (bins [B, T, 2]) moves the picture
-        (`simulator.models.camera_warp`); unchanged when `camera_warp_fov` is 0."""
+    def picture_motion(self, camera: torch.Tensor, buttons: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """How each action moves the picture: camera bins [..., 2] and buttons [..., BUTTON_DIM] ->
+        (degrees [..., 2] as (yaw, pitch), the walk's scale [...] or None when `walk_zoom` is 0)."""
+        scale = walk_scale(buttons, self.cfg.walk_zoom) if self.cfg.walk_zoom else None
+        return self.camera_degrees[camera], scale
+
+    def warp_previous(self, prev: torch.Tensor, camera: torch.Tensor, buttons: torch.Tensor) -> torch.Tensor:
+        """prev [B, T, C, h, w] moved as each frame's action (camera bins [B, T, 2], buttons [B, T,
+        BUTTON_DIM]) moves the picture (`simulator.models.camera_warp`): the turn, and with
+        `walk_zoom` the walk; unchanged when `camera_warp_fov` is 0."""
         if not self.cfg.camera_warp_fov:
             return prev
         B, T, C, h, w = prev.shape
-        degrees = self.camera_degrees[camera].reshape(B * T, 2).to(prev.dtype)  # (yaw, pitch)
-        return warp_by_camera(prev.reshape(B * T, C, h, w), degrees, self.cfg.camera_warp_fov).reshape(B, T, C, h, w)
+        degrees, scale = self.picture_motion(camera, buttons)
+        return warp_by_camera(prev.reshape(B * T, C, h, w), degrees.reshape(B * T, 2).to(prev.dtype),
+                              self.cfg.camera_warp_fov,
+                              scale=None if scale is None else scale.reshape(B * T)).reshape(B, T, C, h, w)
 
     def embed(self, x: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         """x, prev [B, T, C, h, w] -> tokens [B, T*N, D], frame-major, row-major within a frame."""
@@ -247,7 +263,7 @@ class DiT(nn.Module):
         noise_level [B, T]; buttons [B, T, BUTTON_DIM] float; camera [B, T, 2] int64 bins.
         """
         self._check_latents(x)
-        prev = self.warp_previous(prev, camera)
+        prev = self.warp_previous(prev, camera, buttons)
         B, T, C, h, w = x.shape
         p = self.cfg.patch
         N = (h // p) * (w // p)
@@ -277,7 +293,7 @@ class DiT(nn.Module):
             self._check_latents(clip["x"])
             T, C, h, w = clip["x"].shape
             N = (h // p) * (w // p)
-            clip = {**clip, "prev": self.warp_previous(clip["prev"][None], clip["camera"][None])[0]}
+            clip = {**clip, "prev": self.warp_previous(clip["prev"][None], clip["camera"][None], clip["buttons"][None])[0]}
             clips[i] = clip  # the warped previous latent is also what the correction is added to
             tokens.append(self.embed(clip["x"][None], clip["prev"][None]))  # [1, T*N, D]
             conds.append(self.condition(clip["noise_level"][None], clip["prev_level"][None],
@@ -316,7 +332,7 @@ class DiT(nn.Module):
         self._check_latents(x)
         B, T, C, h, w = x.shape
         view = self.stream_view(cache, rows, first_frame, T, h, w)
-        return self.forward_stream(x, self.warp_previous(prev, camera), self.modulations(self.condition(noise_level, prev_level, buttons, camera)),
+        return self.forward_stream(x, self.warp_previous(prev, camera, buttons), self.modulations(self.condition(noise_level, prev_level, buttons, camera)),
                                    view, append)
 
     def stream_view(self, cache: KVCache, rows: torch.Tensor, first_frame: torch.Tensor, frames: int,

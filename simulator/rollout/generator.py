@@ -229,7 +229,7 @@ class Generator:
 
                 x0 = sample(denoise, self._noise(rows), self.config.steps, eta=self.config.eta,
                             shift=self.config.shift, draw=lambda: self._noise(rows))  # [B, 1, C, h, w]
-                frames = self._show(rows, x0[:, 0], camera).cpu().numpy()  # [B, H, W, 3]
+                frames = self._show(rows, x0[:, 0], camera, buttons).cpu().numpy()  # [B, H, W, 3]
         except _Abandoned:
             for slot, state in zip(slots, rng_states):
                 self.rngs[slot].set_state(state)
@@ -257,15 +257,17 @@ class Generator:
             self._model.forward_stream(noisy, prev_in, mods, view, append=True)
         self._finish(rows, x0)
 
-    def _show(self, rows: torch.Tensor, latent: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
-        """Decode the clean latents [B, C, h, w] to uint8 frames [B, H, W, 3], plus the carried detail."""
+    def _show(self, rows: torch.Tensor, latent: torch.Tensor, camera: torch.Tensor, buttons: torch.Tensor) -> torch.Tensor:
+        """Decode the clean latents [B, C, h, w] to uint8 frames [B, H, W, 3], plus the carried detail
+        (moved as the action [B, 1, .] moves the picture, as the model moves its previous latent)."""
         if not self.config.detail_carry:
             return self._tokenizer.decode_frames(latent)
-        degrees = self._model.camera_degrees[camera[:, 0]]  # [B, 2] (yaw, pitch)
-        detail = self.config.detail_carry * warp_by_camera(self.detail[rows], degrees, self.warp_fov, padding="zeros")
+        degrees, scale = self._model.picture_motion(camera[:, 0], buttons[:, 0])  # [B, 2] (yaw, pitch), [B]
+        detail = self.config.detail_carry * warp_by_camera(self.detail[rows], degrees, self.warp_fov, padding="zeros",
+                                                           scale=scale)
         decoded = self._tokenizer.decode(latent)
         if self.config.detail_gate:
-            moved = warp_by_camera(self.decoded[rows], degrees, self.warp_fov)
+            moved = warp_by_camera(self.decoded[rows], degrees, self.warp_fov, scale=scale)
             change = (decoded - moved).abs().mean(dim=1, keepdim=True)  # [B, 1, H, W]
             detail = detail * torch.exp(-change / self.config.detail_gate)
         self.detail[rows], self.decoded[rows] = detail, decoded
@@ -302,7 +304,7 @@ class Generator:
         camera = torch.from_numpy(bins).to(self.device)[:, None]  # [B, 1, 2]
         prev_level = torch.full((len(rows), 1), self.config.context_noise, device=self.device)  # [B, 1]
         prev_in = add_noise(self.prev[rows][:, None], prev_level, self._noise(rows))  # [B, 1, C, h, w]
-        prev_in = self._model.warp_previous(prev_in, camera)  # as in training: noised, then shifted by the camera
+        prev_in = self._model.warp_previous(prev_in, camera, buttons)  # as in training: noised, then moved
         return buttons, camera, prev_in, prev_level
 
     def _noise(self, rows: torch.Tensor) -> torch.Tensor:

@@ -63,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adv-weight", type=float, default=None,
                         help="weight of the patch-GAN term on the decoded predictions (default 0: off; "
                              "docs/training.md, 'A discriminator for the world model')")
+    parser.add_argument("--walk-zoom", type=float, default=None,
+                        help="also enlarge the previous latent by this factor per tick of walking forward (e.g. "
+                             "0.015; a fresh or --init run; docs/training.md, 'The walk zoom')")
     parser.add_argument("--eval-clips", type=int, default=8, help="held-out clips per evaluation")
     parser.add_argument("--export-last", action="store_true",
                         help="train no further: evaluate OUT/last's EMA weights and export them to OUT/best and "
@@ -82,7 +85,7 @@ def _train_config(args: argparse.Namespace, saved: dict | None = None) -> TrainC
         if saved.get("adv_weight", 0) > 0 and "adv_previous" not in saved:
             cfg = replace(cfg, adv_previous=False)  # saved before the pairs: its discriminator judges frames alone
     overrides = {"max_steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every,
-                 "self_context": args.self_context, "adv_weight": args.adv_weight}
+                 "self_context": args.self_context, "adv_weight": args.adv_weight, "walk_zoom": args.walk_zoom}
     if args.self_context is not None and not 0.0 <= args.self_context <= 1.0:
         raise SystemExit(f"--self-context {args.self_context} is not a share in [0, 1]")
     if args.adv_weight is not None and args.adv_weight < 0:
@@ -177,7 +180,8 @@ def main(args: argparse.Namespace) -> int:
     barrier(info)
     train = LatentEpisodes.load(encode_shards(args.data, tokenizer, out / "latents", device=info.device))
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = build_dit(cfg.model, latent_channels=tokenizer.latent_channels)
+    model = build_dit(cfg.model, latent_channels=tokenizer.latent_channels,
+                      **({"walk_zoom": cfg.walk_zoom} if cfg.walk_zoom else {}))
     trainer = WorldTrainer(cfg, model, info, tokenizer=tokenizer)
     base_config = _checkpoint_config(cfg, model.config_dict(), tokenizer, str(args.tokenizer),
                                      train.resolution, sorted(set(train.seeds.tolist())))

@@ -64,6 +64,9 @@ class TrainConfig:
     adv_frames: int = 16  # frames judged per step (drawn among those at target noise levels)
     adv_warmup: int = 100  # discriminator-only steps before its verdict reaches the world model
     adv_previous: bool = True  # the discriminator judges (previous frame, frame) pairs, not frames alone
+    # > 0: the model's previous latent is also enlarged as walking forward moves the picture
+    # (DiTConfig.walk_zoom, per tick; docs/training.md, "The walk zoom"); 0: the preset's (off)
+    walk_zoom: float = 0.0
     disc_lr: float = 2e-4
     seed: int = 0
 
