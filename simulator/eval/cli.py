@@ -16,7 +16,7 @@ import torch
 
 from simulator.eval.idm import InverseDynamics
 from simulator.eval.pipeline import EVAL_PRESETS, run_evaluation
-from simulator.eval.predictors import COPY_LAST, COPY_WARPED_LAST, load_predictor
+from simulator.eval.predictors import BASELINES, load_predictor
 from simulator.eval.report import record_headline, write_report
 
 DEFAULT_IDM = Path("checkpoints/idm")
@@ -61,7 +61,7 @@ def parse_options(items: list[str]) -> dict[str, int | float | str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help=f"world-model checkpoint folder, or a baseline: {COPY_LAST!r}, {COPY_WARPED_LAST!r}")
+    parser.add_argument("--checkpoint", required=True, help=f"world-model checkpoint folder, or a baseline: {', '.join(BASELINES)}")
     parser.add_argument("--seeds", nargs="+", required=True, help="world seeds never trained on (ints or ranges a-b)")
     parser.add_argument("--out", required=True, help="folder for report.md, metrics.json and the PNGs")
     parser.add_argument("--quick", action="store_true", help="short horizons and rollouts (tests, smoke checks)")

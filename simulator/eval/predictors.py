@@ -5,7 +5,9 @@ or `CopyLast` for the name "copy-last": the baseline every fidelity figure is re
 model that does not beat it is not yet a world model), and the stand-in that lets every part of
 the evaluation run and be tested without a trained model. "copy-warped-last" (`CopyWarpedLast`)
 is copy-last that also turns with the camera: the last frame moved as the commanded yaw/pitch
-moves the picture, the baseline for models that warp their previous frame the same way.
+moves the picture, the baseline for models that warp their previous frame the same way;
+"copy-walked-last" also enlarges it as walking forward does (`simulator.models.camera_warp.walk_scale`
+at `WALK_ZOOM`), the baseline for models trained with `--walk-zoom`.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from typing import Protocol
 
 import numpy as np
 
-from simulator.actions import Action
+from simulator.actions import Action, encode_many
 from simulator.checkpoint import load_config
 
 COPY_LAST = "copy-last"
 COPY_WARPED_LAST = "copy-warped-last"
+COPY_WALKED_LAST = "copy-walked-last"
+WALK_ZOOM = 0.015  # copy-walked-last's zoom per tick: the best of a sweep on held-out straight walks (docs/training.md)
+BASELINES = (COPY_LAST, COPY_WARPED_LAST, COPY_WALKED_LAST)
 
 
 class Predictor(Protocol):
@@ -66,23 +71,27 @@ class CopyWarpedLast(CopyLast):
     """Copy-last that turns with the camera: each step moves the slot's last frame as the action's
     yaw/pitch moves a pinhole camera's picture (`simulator.models.camera_warp`, the engine's 70 degrees)."""
 
-    def __init__(self, resolution: tuple[int, int], batch_size: int = 1, fov_deg: float | None = None):
+    def __init__(self, resolution: tuple[int, int], batch_size: int = 1, fov_deg: float | None = None,
+                 walk_zoom: float = 0.0):
         from simulator.models.camera_warp import ENGINE_FOV_DEG  # torch-heavy: imported when used
 
         super().__init__(resolution, batch_size)
         self.fov_deg = ENGINE_FOV_DEG if fov_deg is None else fov_deg
+        self.walk_zoom = walk_zoom  # > 0: also enlarge the frame per tick of walking forward
 
     def step(self, actions: dict[int, Action]) -> dict[int, np.ndarray]:
         import torch  # imported here: the rest of this module runs without torch
 
-        from simulator.models.camera_warp import warp_by_camera
+        from simulator.models.camera_warp import walk_scale, warp_by_camera
 
         super().step(actions)  # validates the slots
         slots = sorted(actions)
         frames = torch.from_numpy(np.stack([self._last[s] for s in slots])).permute(0, 3, 1, 2).float()
         turns = [actions[s].quantized() for s in slots]
         degrees = torch.tensor([[a.yaw, a.pitch] for a in turns], dtype=torch.float32)
-        moved = warp_by_camera(frames, degrees, self.fov_deg).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+        scale = walk_scale(torch.from_numpy(encode_many(turns)[0]), self.walk_zoom) if self.walk_zoom else None
+        moved = warp_by_camera(frames, degrees, self.fov_deg, scale=scale)
+        moved = moved.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
         for i, slot in enumerate(slots):
             self._last[slot] = moved[i]
         return {slot: moved[i].copy() for i, slot in enumerate(slots)}
@@ -90,13 +99,14 @@ class CopyWarpedLast(CopyLast):
 
 def load_predictor(checkpoint: str | Path, resolution: tuple[int, int], batch_size: int = 1,
                    device: str = "cpu", **overrides) -> tuple[Predictor, dict]:
-    """(predictor, its checkpoint config) for a checkpoint folder, or a baseline by name ("copy-last",
-    "copy-warped-last").
+    """(predictor, its checkpoint config) for a checkpoint folder, or a baseline by name (`BASELINES`).
     `overrides` set the generator's options (simulator.rollout.generator.GeneratorConfig fields)."""
     if str(checkpoint) == COPY_LAST:
         return CopyLast(resolution, batch_size), {"kind": COPY_LAST}
     if str(checkpoint) == COPY_WARPED_LAST:
         return CopyWarpedLast(resolution, batch_size), {"kind": COPY_WARPED_LAST}
+    if str(checkpoint) == COPY_WALKED_LAST:
+        return CopyWarpedLast(resolution, batch_size, walk_zoom=WALK_ZOOM), {"kind": COPY_WALKED_LAST}
     from simulator.rollout.generator import Generator  # imported here: torch-heavy, and absent in early trees
 
     generator = Generator.from_checkpoint(checkpoint, device=device, batch_size=batch_size, **overrides)

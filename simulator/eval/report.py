@@ -16,7 +16,7 @@ from PIL import Image
 from simulator.benchlog import markdown_table, record
 from simulator.eval.idm import IDM_BUTTONS
 from simulator.eval.plot import LineChart, Series, image_grid
-from simulator.eval.predictors import COPY_LAST, COPY_WARPED_LAST
+from simulator.eval.predictors import BASELINES
 
 TABLE_HORIZONS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 METHOD_LABELS = {"model": "model", "copy-last": "copy-last", "copy-last-tokenizer": "copy-last via tokenizer",
@@ -269,7 +269,7 @@ def write_report(results: dict, pictures: dict, out_dir: str | Path) -> Path:
         charts.update(_camera_charts(results["camera"]))
     for name, chart in {**charts, **stab_charts}.items():
         chart.save(out / f"{name}.png")
-    _pictures(pictures, out, results["checkpoint"] if results["checkpoint"] in (COPY_LAST, COPY_WARPED_LAST) else "generated")
+    _pictures(pictures, out, results["checkpoint"] if results["checkpoint"] in BASELINES else "generated")
 
     r = results
     lines = [f"# Evaluation of `{r['checkpoint']}`", "",
