@@ -7,7 +7,8 @@ learned correction": at initialisation the model is exactly copy-last-frame, and
 change is its job (see ../shared/FINDINGS.md). With `camera_warp_fov` set, the previous latent is
 first shifted by the image motion the frame's camera action implies (a pinhole camera of that
 vertical field of view turning by the commanded yaw/pitch): turning is then given, and the
-network learns what a shift cannot tell (new content at the edges, parallax, blocks, the sky). Each frame has its own noise level and action;
+network learns what a shift cannot tell (new content at the edges, parallax, blocks, the sky); with
+`walk_zoom` too, it is also enlarged about the centre as walking forward grows the picture. Each frame has its own noise level and action;
 both modulate that frame's tokens through adaLN-Zero. Attention is block-causal at chunk
 granularity and goes through `kernels.attention`; positions are 3D rotary (t, y, x).
 
