@@ -10,7 +10,7 @@ grid is the image at a coarser stride, so the same angle moves it by proportiona
 Walking forward expands the picture about its centre (what is near grows fastest; one factor is the
 compromise): `walk_scale` turns the forward/back keys into a scale per tick, and `warp_by_camera`
 applies it with the turn. On held-out engine frames of straight walks, copying the last frame
-enlarged by 1.5% beat plain copy-last by 0.95 dB (docs/training.md, "The walk zoom").
+enlarged by 1.5% beat plain copy-last by 0.93 dB (docs/training.md, "The walk zoom").
 """
 
 from __future__ import annotations

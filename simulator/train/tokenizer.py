@@ -72,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --teacher: weight of the latent MSE to the teacher's (normalised units)")
     parser.add_argument("--train-decoder", action="store_true",
                         help="with --teacher: train the decoder together with the student's encoder (the latent MSE "
-                             "keeps the latent space the teacher's); with --init, continue that student")
+                             "keeps the latent space the teacher's); --teacher with --init continues that student")
     parser.add_argument("--eval-every", type=int, default=500, help="steps between held-out evaluations/checkpoints")
     parser.add_argument("--eval-frames", type=int, default=768, help="held-out frames per evaluation (every 4th frame)")
     parser.add_argument("--max-train-frames", type=int, default=None, help="cap on training frames loaded")
