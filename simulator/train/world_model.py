@@ -180,8 +180,7 @@ def main(args: argparse.Namespace) -> int:
     barrier(info)
     train = LatentEpisodes.load(encode_shards(args.data, tokenizer, out / "latents", device=info.device))
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = build_dit(cfg.model, latent_channels=tokenizer.latent_channels,
-                      **({"walk_zoom": cfg.walk_zoom} if cfg.walk_zoom else {}))
+    model = build_dit(cfg.model, latent_channels=tokenizer.latent_channels, walk_zoom=cfg.walk_zoom)
     trainer = WorldTrainer(cfg, model, info, tokenizer=tokenizer)
     base_config = _checkpoint_config(cfg, model.config_dict(), tokenizer, str(args.tokenizer),
                                      train.resolution, sorted(set(train.seeds.tolist())))
