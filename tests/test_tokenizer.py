@@ -14,7 +14,8 @@ from simulator.actions import NOOP
 from simulator.data.shards import Episode, write_shard
 from simulator.models.tokenizer import Tokenizer, TokenizerConfig, preset
 from simulator.models.tokenizer_eval import comparison_grid, evaluate
-from simulator.models.tokenizer_trainer import TRAIN_PRESETS, TokenizerTrainer, build_trainer, frames_to_unit
+from simulator.models.tokenizer_trainer import (TRAIN_PRESETS, TokenizerTrainer, build_trainer, frames_to_unit,
+                                               widened_decoder)
 from simulator.train import tokenizer as train_cli
 
 
@@ -246,6 +247,43 @@ def test_decoder_only_training_keeps_the_latent_space(tmp_path):
     before, after = evaluate(base, heldout)["psnr"], evaluate(tuned, heldout)["psnr"]
     assert after > before + 0.2, (before, after)  # a random encoder: little to decode, but the decoder learns
     assert json.loads((tmp_path / "ship" / "config.json").read_text())["frozen_encoder"] is True
+
+
+def test_a_widened_decoder_starts_as_the_trained_one_and_then_learns(tiny: Tokenizer, tmp_path):
+    """widened_decoder: more channels per decoder level, the same picture at the start (the new
+    channels are read through zeros), and those zeros train; --init --arch decoder_channels=...
+    grows a checkpoint's decoder on its frozen latent space and refuses anything else."""
+    tiny.set_latent_stats(torch.full((4,), 0.5), torch.full((4,), 2.0))
+    wide = widened_decoder(tiny, (12, 20, 24)).eval()
+    assert wide.config.decoder_channels == (12, 20, 24)
+    assert sum(p.numel() for p in wide.decoder.parameters()) > sum(p.numel() for p in tiny.decoder.parameters())
+    frames = torch.from_numpy(blocky_frames(4, 32, 32, seed=3))
+    with torch.no_grad():
+        latents = tiny.encode(frames)
+        assert torch.equal(wide.encode(frames), latents)
+        torch.testing.assert_close(wide.decode(latents), tiny.decode(latents), rtol=0, atol=1e-6)
+    wide.train()
+    loss = (wide.decoder(torch.randn(2, 4, 8, 8)) - 0.3).pow(2).mean()
+    loss.backward()
+    zeros = wide.decoder.conv_out.weight.grad[:, tiny.config.decoder_channels[0]:]
+    assert zeros.abs().sum() > 0  # the weights that start at zero do learn
+    with pytest.raises(ValueError, match="at least as wide"):
+        widened_decoder(tiny, (4, 20, 24))
+
+    base, parser = _trained_tokenizer_and_cli(tmp_path, "base")
+    argv = ["--data", str(tmp_path / "train"), "--heldout", str(tmp_path / "heldout"), "--preset", "tiny",
+            "--device", "cpu", "--eval-every", "20", "--eval-frames", "8", "--steps", "20", "--freeze-encoder",
+            "--init", str(tmp_path / "base")]
+    for bad, message in [("encoder_channels=8,16,32", "decoder_channels only"), ("decoder_channels=4,16,16", "at least as wide")]:
+        with pytest.raises(SystemExit, match=message):
+            train_cli.main(parser.parse_args(argv + ["--out", str(tmp_path / "bad"), "--arch", bad]))
+    assert train_cli.main(parser.parse_args(argv + ["--out", str(tmp_path / "run"), "--arch", "decoder_channels=12,20,24"])) == 0
+    grown = Tokenizer.load(tmp_path / "run" / "last")
+    assert grown.config.decoder_channels == (12, 20, 24)
+    assert grown.config.latent_shift == base.config.latent_shift and grown.config.latent_scale == base.config.latent_scale
+    for name, value in base.state_dict().items():
+        if name.startswith("encoder."):
+            assert torch.equal(value, grown.state_dict()[name]), name
 
 
 def test_arch_changes_shape_a_fresh_run_and_bad_ones_are_refused(tmp_path):

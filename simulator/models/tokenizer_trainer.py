@@ -246,3 +246,27 @@ def student_of(teacher: Tokenizer, encoder: dict[str, object]) -> Tokenizer:
     student = Tokenizer(TokenizerConfig.from_dict({**teacher.config.to_dict(), **encoder}))
     student.decoder.load_state_dict(teacher.decoder.state_dict())
     return student
+
+
+def widened_decoder(model: Tokenizer, decoder_channels: tuple[int, ...]) -> Tokenizer:
+    """`model` with a wider decoder that decodes exactly as the old one did at the start.
+
+    Every decoder conv keeps its trained weights in its leading slice; the new output channels keep
+    their fresh initialisation and every weight reading a new input channel starts at zero, so the
+    new channels carry signal the old ones never see until training moves those zeros (their
+    gradients are not zero: the new channels' activations are not). Encoder, latent shape and
+    latent shift/scale are the model's: world models trained on its latents need no change."""
+    old = tuple(model.config.decoder_channels)
+    decoder_channels = tuple(decoder_channels)
+    if len(decoder_channels) != len(old) or any(n < o for n, o in zip(decoder_channels, old)):
+        raise ValueError(f"a widened decoder has the same levels, each at least as wide: {old} -> {decoder_channels}")
+    wide = Tokenizer(TokenizerConfig.from_dict({**model.config.to_dict(), "decoder_channels": decoder_channels}))
+    wide.encoder.load_state_dict(model.encoder.state_dict())
+    trained = model.decoder.state_dict()
+    with torch.no_grad():
+        for name, param in wide.decoder.state_dict().items():
+            before = trained[name]
+            if param.ndim == 4:  # conv weight [out, in, k, k]
+                param[:, before.shape[1]:] = 0
+            param[tuple(slice(0, n) for n in before.shape)] = before
+    return wide

@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from simulator.models.tokenizer import TOKENIZER_PRESETS, Tokenizer, TokenizerConfig, preset
 from simulator.models.tokenizer_eval import decode_latents, evaluate, load_frames, reconstruction_figures
-from simulator.models.tokenizer_trainer import TRAIN_PRESETS, TokenizerTrainer, build_trainer, student_of
+from simulator.models.tokenizer_trainer import (TRAIN_PRESETS, TokenizerTrainer, build_trainer, student_of,
+                                               widened_decoder)
 from simulator.train.decoder_pairs import load_pairs
 
 SHARPNESS_TARGET = 0.85  # issue 8: reconstructions keep >= 85% of the true frames' sharpness
@@ -41,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="cpu", choices=sorted(TOKENIZER_PRESETS))
     parser.add_argument("--arch", nargs="+", default=[], metavar="KEY=V",
                         help="architecture changes to the preset for a fresh run (TokenizerConfig fields), e.g. "
-                             "latent_channels=16 encoder_blocks=1,2,2")
+                             "latent_channels=16 encoder_blocks=1,2,2; with --init, decoder_channels=... only: "
+                             "a wider decoder grown from the checkpoint's, decoding exactly as it did at the start")
     parser.add_argument("--export", default=None, help="also write improved bf16 weights here (e.g. checkpoints/tokenizer)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -178,12 +180,19 @@ def _open_trainer(args: argparse.Namespace, device: torch.device) -> tuple[Token
         if cfg.freeze_encoder:
             raise SystemExit("--freeze-encoder keeps a trained latent space: give the tokenizer with --init")
         return build_trainer(arch_config(args.preset, args.arch), cfg, device, args.steps), {}
-    if args.arch:
-        raise SystemExit("--arch shapes a fresh run; --init takes the architecture of the checkpoint it starts from")
     init = Tokenizer.load(args.init)
+    if args.arch:  # only a wider decoder, grown from the trained one
+        changes = arch_config(init.config, args.arch).to_dict()
+        if {k for k, v in changes.items() if v != init.config.to_dict()[k]} - {"decoder_channels"}:
+            raise SystemExit("--arch with --init may widen decoder_channels only; the rest is the checkpoint's")
+        try:
+            init = widened_decoder(init, changes["decoder_channels"])
+        except ValueError as e:
+            raise SystemExit(f"--arch: {e}") from None
     trainer = build_trainer(init.config, cfg, device, args.steps)
     trainer.model.load_state_dict(init.state_dict())
-    print(f"started from {args.init} ({'decoder only' if cfg.freeze_encoder else 'all weights'})")
+    print(f"started from {args.init} ({'decoder only' if cfg.freeze_encoder else 'all weights'}"
+          f"{', decoder widened to ' + str(init.config.decoder_channels) if args.arch else ''})")
     return trainer, {"init": str(args.init)}
 
 
