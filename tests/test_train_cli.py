@@ -96,3 +96,29 @@ def test_resume_keeps_the_saved_recipe_unless_overridden(tmp_path):
     assert world_model._train_config(parser.parse_args(base + ["--lr", "2e-4"]), saved).lr == 2e-4
     with pytest.raises(SystemExit, match="--preset cpu"):  # another model than the one in OUT/last
         world_model._train_config(parser.parse_args(base[:-4] + ["--preset", "tiny"] + base[-2:]), saved)
+
+
+def test_context_noise_options_reach_the_objective_and_the_exported_generator():
+    """--context-max widens the context levels training draws (frames and previous latents);
+    --context-noise is the level the exported generator gives finished frames, and must be one
+    training saw."""
+    from simulator.diffusion import sample_context_levels
+    from simulator.models.dit import build_dit
+    from simulator.train import world_model
+    from simulator.train.world_trainer import WorldTrainer
+    from simulator.train.ddp import DistInfo
+
+    parser = argparse.ArgumentParser()
+    world_model.add_arguments(parser)
+    base = ["--data", "d", "--heldout", "h", "--tokenizer", "t", "--preset", "tiny"]
+    default = world_model._train_config(parser.parse_args(base))
+    assert (default.context_max, default.context_noise) == (0.15, 0.05)  # what the shipped model trained with
+    cfg = world_model._train_config(parser.parse_args(base + ["--context-max", "0.3", "--context-noise", "0.2"]))
+    trainer = WorldTrainer(cfg, build_dit("tiny"), DistInfo(0, 1, torch.device("cpu")))
+    assert (trainer.diffusion.context_max, trainer.diffusion.context_noise) == (0.3, 0.2)
+    levels = sample_context_levels((20000,), trainer.diffusion, torch.Generator().manual_seed(0))
+    assert 0.25 < float(levels.max()) <= 0.3
+    config = world_model._checkpoint_config(cfg, {}, Tokenizer(preset("tiny")), "t", (16, 16), [1])
+    assert config["generator"]["context_noise"] == 0.2 and config["diffusion"]["context_max"] == 0.3
+    with pytest.raises(SystemExit, match="context noise"):
+        world_model._train_config(parser.parse_args(base + ["--context-noise", "0.2"]))  # above the trained 0.15

@@ -66,6 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--walk-zoom", type=float, default=None,
                         help="also enlarge the previous latent by this factor per tick of walking forward (e.g. "
                              "0.015; a fresh or --init run; docs/training.md, 'The walk zoom')")
+    parser.add_argument("--context-max", type=float, default=None,
+                        help="train on context and previous-latent noise levels up to this (default 0.15)")
+    parser.add_argument("--context-noise", type=float, default=None,
+                        help="noise level the exported generator gives finished frames (default 0.05; at most "
+                             "--context-max; docs/training.md, 'Context noise')")
     parser.add_argument("--eval-clips", type=int, default=8, help="held-out clips per evaluation")
     parser.add_argument("--export-last", action="store_true",
                         help="train no further: evaluate OUT/last's EMA weights and export them to OUT/best and "
@@ -85,12 +90,17 @@ def _train_config(args: argparse.Namespace, saved: dict | None = None) -> TrainC
         if saved.get("adv_weight", 0) > 0 and "adv_previous" not in saved:
             cfg = replace(cfg, adv_previous=False)  # saved before the pairs: its discriminator judges frames alone
     overrides = {"max_steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every,
-                 "self_context": args.self_context, "adv_weight": args.adv_weight, "walk_zoom": args.walk_zoom}
+                 "self_context": args.self_context, "adv_weight": args.adv_weight, "walk_zoom": args.walk_zoom,
+                 "context_max": args.context_max, "context_noise": args.context_noise}
     if args.self_context is not None and not 0.0 <= args.self_context <= 1.0:
         raise SystemExit(f"--self-context {args.self_context} is not a share in [0, 1]")
     if args.adv_weight is not None and args.adv_weight < 0:
         raise SystemExit(f"--adv-weight {args.adv_weight} must be >= 0")
-    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    if not 0.0 <= cfg.context_noise <= cfg.context_max < 1.0:
+        raise SystemExit(f"context noise {cfg.context_noise} must lie in [0, context max {cfg.context_max}], "
+                         "and the context max below 1: the generator gives finished frames a level it was trained on")
+    return cfg
 
 
 def _last_config(out: Path) -> dict | None:
@@ -122,9 +132,10 @@ SHIPPED_DETAIL = {"detail_carry": 1.0, "detail_gate": 0.2}
 def _checkpoint_config(cfg: TrainConfig, model_cfg: dict, tokenizer: Tokenizer, tokenizer_source: str,
                        resolution: tuple[int, int], seeds: list[int]) -> dict:
     """Everything needed to rebuild and run the model (docs/CONTRACTS.md, Checkpoints)."""
+    diffusion = DiffusionConfig(context_max=cfg.context_max, context_noise=cfg.context_noise)
     generator = {"window_frames": cfg.clip_frames - 1, "steps": cfg.sampler_steps,
-                 "context_noise": DiffusionConfig().context_noise, **SHIPPED_DETAIL}
-    return {"kind": "world_model", "model": model_cfg, "diffusion": asdict(DiffusionConfig()), "train": asdict(cfg),
+                 "context_noise": diffusion.context_noise, **SHIPPED_DETAIL}
+    return {"kind": "world_model", "model": model_cfg, "diffusion": asdict(diffusion), "train": asdict(cfg),
             "generator": generator, "tokenizer": "tokenizer", "tokenizer_source": tokenizer_source,
             "tokenizer_stride": tokenizer.stride, "action_encoding_version": ENCODING_VERSION,
             "resolution": list(resolution), "clip_frames": cfg.clip_frames, "world_seeds": seeds}

@@ -67,6 +67,11 @@ class TrainConfig:
     # > 0: the model's previous latent is also enlarged as walking forward moves the picture
     # (DiTConfig.walk_zoom, per tick; docs/training.md, "The walk zoom"); 0: the preset's (off)
     walk_zoom: float = 0.0
+    # context-noise augmentation (simulator.diffusion.DiffusionConfig): training draws context levels and
+    # previous-latent levels uniformly in [0, context_max]; the exported generator noises finished frames
+    # to context_noise. Higher inference levels hold long rollouts together (docs/training.md, "Context noise")
+    context_max: float = 0.15
+    context_noise: float = 0.05
     disc_lr: float = 2e-4
     seed: int = 0
 
@@ -88,7 +93,7 @@ class WorldTrainer:
     def __init__(self, cfg: TrainConfig, model: DiT, info: DistInfo, diffusion: DiffusionConfig | None = None,
                  tokenizer: Tokenizer | None = None):
         self.cfg, self.info = cfg, info
-        self.diffusion = diffusion or DiffusionConfig()
+        self.diffusion = diffusion or DiffusionConfig(context_max=cfg.context_max, context_noise=cfg.context_noise)
         self.model = model.to(info.device)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.net = wrap(self.model, info)
