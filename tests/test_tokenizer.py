@@ -377,6 +377,11 @@ def test_a_student_continues_with_its_decoder_in_the_teachers_latent_space(tmp_p
         assert not torch.equal(value, joint.state_dict()[name]) or not value.is_floating_point() or value.numel() < 2, name
     assert joint.config.latent_shift == teacher.config.latent_shift
     assert joint.config.latent_scale == teacher.config.latent_scale
+    # a student whose decoder was widened since is still that teacher's student
+    widened_decoder(student, (12, 16, 16)).save(tmp_path / "wide-student", dtype=None)
+    assert train_cli.main(parser.parse_args(distil + ["--init", str(tmp_path / "wide-student"), "--train-decoder",
+                                                      "--steps", "2", "--out", str(tmp_path / "wide-joint")])) == 0
+    assert Tokenizer.load(tmp_path / "wide-joint" / "last").config.decoder_channels == (12, 16, 16)
     # the same continuation without a teacher (plain --init, all weights) moves the latents further
     assert train_cli.main(parser.parse_args(base + ["--init", str(tmp_path / "student" / "last"), "--steps", "40",
                                                     "--out", str(tmp_path / "free")])) == 0

@@ -137,9 +137,10 @@ def generated_figures(model: Tokenizer, pairs: dict[str, torch.Tensor], batch_si
             "generated_ssim": figures["ssim"]}
 
 
-def _beyond_encoder(config: TokenizerConfig) -> dict[str, object]:
-    """What a student shares with its teacher: everything but the encoder's shape."""
-    return {k: v for k, v in config.to_dict().items() if not k.startswith("encoder_")}
+def _latent_space(config: TokenizerConfig) -> dict[str, object]:
+    """What a student shares with its teacher: the latent shape and statistics (its decoder may have
+    been widened since it was distilled: `--init STUDENT --freeze-encoder --arch decoder_channels=...`)."""
+    return {k: v for k, v in config.to_dict().items() if not k.startswith(("encoder_", "decoder_"))}
 
 
 def _open_trainer(args: argparse.Namespace, device: torch.device) -> tuple[TokenizerTrainer, dict]:
@@ -160,9 +161,9 @@ def _open_trainer(args: argparse.Namespace, device: torch.device) -> tuple[Token
             if args.arch:
                 raise SystemExit("--teacher with --init continues that student: its architecture, no --arch")
             student = Tokenizer.load(args.init)
-            if _beyond_encoder(student.config) != _beyond_encoder(teacher.config):
-                raise SystemExit(f"--init {args.init} is not a student of {args.teacher}: its decoder, latent shape "
-                                 "or latent shift/scale differ")
+            if _latent_space(student.config) != _latent_space(teacher.config):
+                raise SystemExit(f"--init {args.init} is not a student of {args.teacher}: its latent shape or "
+                                 "latent shift/scale differ")
         else:
             changes = arch_config(teacher.config, args.arch).to_dict()
             student = student_of(teacher, {k: changes[k] for k in ("encoder_channels", "encoder_blocks")})
