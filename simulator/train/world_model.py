@@ -29,7 +29,6 @@ from tqdm import tqdm
 
 from simulator.actions import ENCODING_VERSION
 from simulator.checkpoint import save_checkpoint
-from simulator.diffusion import DiffusionConfig
 from simulator.models.dit import build_dit
 from simulator.models.tokenizer import Tokenizer
 from simulator.rollout.generator import GeneratorConfig
@@ -132,7 +131,7 @@ SHIPPED_DETAIL = {"detail_carry": 1.0, "detail_gate": 0.2}
 def _checkpoint_config(cfg: TrainConfig, model_cfg: dict, tokenizer: Tokenizer, tokenizer_source: str,
                        resolution: tuple[int, int], seeds: list[int]) -> dict:
     """Everything needed to rebuild and run the model (docs/CONTRACTS.md, Checkpoints)."""
-    diffusion = DiffusionConfig(context_max=cfg.context_max, context_noise=cfg.context_noise)
+    diffusion = cfg.diffusion()
     generator = {"window_frames": cfg.clip_frames - 1, "steps": cfg.sampler_steps,
                  "context_noise": diffusion.context_noise, **SHIPPED_DETAIL}
     return {"kind": "world_model", "model": model_cfg, "diffusion": asdict(diffusion), "train": asdict(cfg),

@@ -75,6 +75,10 @@ class TrainConfig:
     disc_lr: float = 2e-4
     seed: int = 0
 
+    def diffusion(self) -> DiffusionConfig:
+        """The objective's settings this recipe trains with (the rest are DiffusionConfig's defaults)."""
+        return DiffusionConfig(context_max=self.context_max, context_noise=self.context_noise)
+
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     "tiny": TrainConfig(model="tiny", clip_frames=4, batch_size=4, lr=1e-3, warmup_steps=10, ema_decay=0.9,
@@ -93,7 +97,7 @@ class WorldTrainer:
     def __init__(self, cfg: TrainConfig, model: DiT, info: DistInfo, diffusion: DiffusionConfig | None = None,
                  tokenizer: Tokenizer | None = None):
         self.cfg, self.info = cfg, info
-        self.diffusion = diffusion or DiffusionConfig(context_max=cfg.context_max, context_noise=cfg.context_noise)
+        self.diffusion = diffusion or cfg.diffusion()
         self.model = model.to(info.device)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.net = wrap(self.model, info)
