@@ -86,3 +86,14 @@ def test_shipped_tokenizer_speaks_the_candidates_latent_space():
     with torch.no_grad():
         a, b = student.encode(frames), candidate.encode(frames)
     assert float((a - b).pow(2).mean()) < 0.1 * float(b.pow(2).mean())  # normalised units: within 10% of its energy
+
+
+def test_gan_decoder_candidate_shares_the_shipped_tokenizers_latent_space():
+    """checkpoints/candidates/tokenizer-gan is a decoder trained on checkpoints/tokenizer's frozen
+    encoder: same encoder weights and latent statistics, so either decodes the other's latents."""
+    gan, shipped = Tokenizer.load(CANDIDATE.parent / "tokenizer-gan"), Tokenizer.load(TOKENIZER)
+    assert gan.config.latent_shift == shipped.config.latent_shift
+    assert gan.config.latent_scale == shipped.config.latent_scale
+    for name, value in shipped.encoder.state_dict().items():
+        assert torch.equal(value, gan.encoder.state_dict()[name]), name
+    assert any(not torch.equal(v, gan.decoder.state_dict()[k]) for k, v in shipped.decoder.state_dict().items())
