@@ -67,11 +67,12 @@ class TrainConfig:
     # > 0: the model's previous latent is also enlarged as walking forward moves the picture
     # (DiTConfig.walk_zoom, per tick; docs/training.md, "The walk zoom"); 0: the preset's (off)
     walk_zoom: float = 0.0
-    # context-noise augmentation (simulator.diffusion.DiffusionConfig): training draws context levels and
-    # previous-latent levels uniformly in [0, context_max]; the exported generator noises finished frames
-    # to context_noise. Higher inference levels hold long rollouts together (docs/training.md, "Context noise")
-    context_max: float = 0.15
-    context_noise: float = 0.05
+    # context-noise augmentation (simulator.diffusion.DiffusionConfig, whose defaults these are): training
+    # draws context and previous-latent levels uniformly in [0, context_max]; the exported generator noises
+    # finished frames to context_noise. Higher inference levels trade sharpness for long-horizon PSNR
+    # (docs/training.md, "Context noise")
+    context_max: float = DiffusionConfig.context_max
+    context_noise: float = DiffusionConfig.context_noise
     disc_lr: float = 2e-4
     seed: int = 0
 
