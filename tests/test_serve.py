@@ -147,9 +147,12 @@ def test_flood_is_rate_limited_then_closed(server):
         assert _recv(ws)["type"] == "welcome"
         ping = msgpack.packb({"type": "ping", "t": 0.0})
         codes = []
-        with pytest.raises(ConnectionClosed) as closed:
+        try:  # the server may close while the flood is still being sent: that is the point
             for _ in range(400):
                 ws.send(ping)
+        except ConnectionClosed:
+            pass
+        with pytest.raises(ConnectionClosed) as closed:  # what arrived before the close is still read
             while True:
                 message = _recv(ws)
                 if message["type"] == "error":
