@@ -233,8 +233,12 @@ def test_decoder_only_training_keeps_the_latent_space(tmp_path):
             "--device", "cpu", "--eval-every", "100", "--eval-frames", "8", "--steps", "200", "--freeze-encoder"]
     with pytest.raises(SystemExit, match="--init"):
         train_cli.main(parser.parse_args(argv + ["--out", str(tmp_path / "bad")]))
-    assert train_cli.main(parser.parse_args(argv + ["--out", str(tmp_path / "run"), "--init",
-                                                    str(tmp_path / "base"), "--export", str(tmp_path / "ship")])) == 0
+    with pytest.raises(ValueError, match="multiple of the tokenizer stride"):
+        train_cli.main(parser.parse_args(argv + ["--out", str(tmp_path / "odd"), "--init", str(tmp_path / "base"),
+                                                 "--crop", "13"]))
+    assert train_cli.main(parser.parse_args(argv + ["--out", str(tmp_path / "run"), "--init", str(tmp_path / "base"),
+                                                    "--crop", "16", "--export", str(tmp_path / "ship")])) == 0
+    assert json.loads((tmp_path / "run" / "last" / "config.json").read_text())["train"]["crop"] == 16
     tuned = Tokenizer.load(tmp_path / "run" / "last")
     for name, value in base.state_dict().items():
         same = torch.equal(value, tuned.state_dict()[name])

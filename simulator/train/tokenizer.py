@@ -51,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=float, default=None, help="stop after this much wall time in this invocation")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--crop", type=int, default=None,
+                        help="train on random CROP x CROP crops (a multiple of the stride; 0: whole frames)")
     parser.add_argument("--gradient-weight", type=float, default=None, help="edge (image-gradient L1) weight")
     parser.add_argument("--adv-weight", type=float, default=None, help="patch-GAN weight (0: no discriminator)")
     parser.add_argument("--adv-start", type=int, default=None, help="step at which the discriminator joins")
@@ -90,7 +92,7 @@ def _device(name: str) -> torch.device:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
-    fields = {"batch_size": args.batch_size, "lr": args.lr, "gradient_weight": args.gradient_weight,
+    fields = {"batch_size": args.batch_size, "lr": args.lr, "crop": args.crop, "gradient_weight": args.gradient_weight,
               "adv_weight": args.adv_weight, "adv_start": args.adv_start, "freeze_encoder": args.freeze_encoder}
     return {k: v for k, v in fields.items() if v is not None}
 
