@@ -237,8 +237,13 @@ def test_decoder_only_training_keeps_the_latent_space(tmp_path):
         train_cli.main(parser.parse_args(argv + ["--out", str(tmp_path / "odd"), "--init", str(tmp_path / "base"),
                                                  "--crop", "13"]))
     assert train_cli.main(parser.parse_args(argv + ["--out", str(tmp_path / "run"), "--init", str(tmp_path / "base"),
-                                                    "--crop", "16", "--export", str(tmp_path / "ship")])) == 0
-    assert json.loads((tmp_path / "run" / "last" / "config.json").read_text())["train"]["crop"] == 16
+                                                    "--crop", "16", "--best", "psnr", "--export", str(tmp_path / "ship")])) == 0
+    last = json.loads((tmp_path / "run" / "last" / "config.json").read_text())
+    assert last["train"]["crop"] == 16 and last["best_by"] == "psnr"
+    psnrs = {h["step"]: h["psnr"] for h in last["history"]}
+    assert last["best_step"] == max(psnrs, key=psnrs.get) and last["best_score"] == max(psnrs.values())
+    with pytest.raises(SystemExit, match="keeps its best by 'psnr'"):  # a resumed run cannot change what best means
+        train_cli.main(parser.parse_args(argv + ["--out", str(tmp_path / "run"), "--best", "target"]))
     tuned = Tokenizer.load(tmp_path / "run" / "last")
     for name, value in base.state_dict().items():
         same = torch.equal(value, tuned.state_dict()[name])

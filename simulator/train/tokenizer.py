@@ -77,6 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-decoder", action="store_true",
                         help="with --teacher: train the decoder together with the student's encoder (the latent MSE "
                              "keeps the latent space the teacher's); --teacher with --init continues that student")
+    parser.add_argument("--best", default=None, choices=sorted(BEST_BY),
+                        help="what OUT/best (and --export) keeps: 'target' (default) is held-out PSNR less 10 dB per "
+                             "unit of sharpness ratio short of issue 8's 0.85, which makes an L1 run keep its "
+                             "sharpest evaluation; 'psnr' is held-out PSNR alone. A resumed run keeps its choice")
     parser.add_argument("--eval-every", type=int, default=500, help="steps between held-out evaluations/checkpoints")
     parser.add_argument("--eval-frames", type=int, default=768, help="held-out frames per evaluation (every 4th frame)")
     parser.add_argument("--max-train-frames", type=int, default=None, help="cap on training frames loaded")
@@ -122,9 +126,17 @@ def arch_config(name: str | TokenizerConfig, changes: list[str]) -> TokenizerCon
         raise SystemExit(f"--arch: {e}") from None
 
 
-def score(figures: dict[str, float]) -> float:
-    """What "best" means: held-out PSNR, minus 10 dB per unit of sharpness ratio short of target;
-    with held-out decoder pairs, plus the same for the decoded world-model latents (target 0.7)."""
+BEST_BY = ("psnr", "target")
+
+
+def score(figures: dict[str, float], by: str = "target") -> float:
+    """What "best" means. By "target": held-out PSNR, minus 10 dB per unit of sharpness ratio short
+    of target; with held-out decoder pairs, plus the same for the decoded world-model latents
+    (target 0.7). By "psnr": held-out PSNR alone."""
+    if by not in BEST_BY:
+        raise ValueError(f"best by {by!r}: expected one of {', '.join(BEST_BY)}")
+    if by == "psnr":
+        return figures["psnr"]
     total = figures["psnr"] - 10.0 * max(0.0, SHARPNESS_TARGET - figures["sharpness_ratio"])
     if "generated_psnr" in figures:
         total += figures["generated_psnr"] - 10.0 * max(0.0, GENERATED_SHARPNESS_TARGET
@@ -214,11 +226,11 @@ def _checkpoint(trainer: TokenizerTrainer, args: argparse.Namespace, stats_frame
         figures.update(generated_figures(shipped, heldout_pairs))
     trainer.model.train()
     run["history"].append({"step": trainer.step, **figures})
-    improved = score(figures) > run.get("best_score", -1e9)
+    improved = score(figures, run["best_by"]) > run.get("best_score", -1e9)
     if improved:
-        run["best_score"], run["best_step"] = score(figures), trainer.step
+        run["best_score"], run["best_step"] = score(figures, run["best_by"]), trainer.step
     extra = {"train_seconds": run["train_seconds"], "best_score": run["best_score"],
-             "best_step": run["best_step"], "history": run["history"], "data": str(args.data),
+             "best_step": run["best_step"], "best_by": run["best_by"], "history": run["history"], "data": str(args.data),
              "heldout": str(args.heldout), **({"init": run["init"]} if run.get("init") else {}),
              **({"teacher": run["teacher"]} if run.get("teacher") else {})}
     trainer.save_state(Path(args.out) / "last", figures=figures, **extra)
@@ -259,7 +271,12 @@ def main(args: argparse.Namespace) -> int:
                          f"{trainer.cfg.batch_size} for both kinds (give 0 < fraction < 1)")
     run = {"train_seconds": float(saved.get("train_seconds", 0.0)), "history": list(saved.get("history", [])),
            "best_score": float(saved.get("best_score", -1e9)), "best_step": saved.get("best_step"),
-           "init": saved.get("init"), "teacher": saved.get("teacher")}
+           "best_by": saved.get("best_by", "target"), "init": saved.get("init"), "teacher": saved.get("teacher")}
+    if args.best is not None and args.best != run["best_by"]:
+        if run["history"]:
+            raise SystemExit(f"--best {args.best}: this run keeps its best by {run['best_by']!r} (scores already "
+                             f"compared that way); start a new --out, e.g. with --init {Path(args.out) / 'last'}")
+        run["best_by"] = args.best
     stats_idx = torch.from_numpy(np.random.default_rng(args.seed).choice(len(train), min(STATS_FRAMES, len(train)),
                                                                          replace=False))
     stats_frames = train[stats_idx.to(train.device)]
