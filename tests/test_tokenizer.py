@@ -237,7 +237,8 @@ def test_decoder_only_training_keeps_the_latent_space(tmp_path):
         train_cli.main(parser.parse_args(argv + ["--out", str(tmp_path / "odd"), "--init", str(tmp_path / "base"),
                                                  "--crop", "13"]))
     assert train_cli.main(parser.parse_args(argv + ["--out", str(tmp_path / "run"), "--init", str(tmp_path / "base"),
-                                                    "--crop", "16", "--best", "psnr", "--export", str(tmp_path / "ship")])) == 0
+                                                    "--crop", "16", "--best", "psnr",
+                                                    "--export", str(tmp_path / "ship")])) == 0
     last = json.loads((tmp_path / "run" / "last" / "config.json").read_text())
     assert last["train"]["crop"] == 16 and last["best_by"] == "psnr"
     psnrs = {h["step"]: h["psnr"] for h in last["history"]}

@@ -230,8 +230,8 @@ def _checkpoint(trainer: TokenizerTrainer, args: argparse.Namespace, stats_frame
     if improved:
         run["best_score"], run["best_step"] = score(figures, run["best_by"]), trainer.step
     extra = {"train_seconds": run["train_seconds"], "best_score": run["best_score"],
-             "best_step": run["best_step"], "best_by": run["best_by"], "history": run["history"], "data": str(args.data),
-             "heldout": str(args.heldout), **({"init": run["init"]} if run.get("init") else {}),
+             "best_step": run["best_step"], "best_by": run["best_by"], "history": run["history"],
+             "data": str(args.data), "heldout": str(args.heldout), **({"init": run["init"]} if run.get("init") else {}),
              **({"teacher": run["teacher"]} if run.get("teacher") else {})}
     trainer.save_state(Path(args.out) / "last", figures=figures, **extra)
     if improved:
