@@ -256,10 +256,6 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device = _device(args.device)
     torch.manual_seed(args.seed)
-    train = torch.from_numpy(load_frames(args.data, args.max_train_frames))  # uint8 [N, H, W, 3]
-    heldout = load_frames(args.heldout, args.eval_frames, every=4)  # uint8 [M, H, W, 3]
-    if device.type == "cuda":
-        train = train.to(device)
     trainer, saved = _open_trainer(args, device)
     pairs = load_pairs(args.generated) if args.generated else None
     heldout_pairs = load_pairs(args.heldout_generated) if args.heldout_generated else None
@@ -277,6 +273,10 @@ def main(args: argparse.Namespace) -> int:
             raise SystemExit(f"--best {args.best}: this run keeps its best by {run['best_by']!r} (scores already "
                              f"compared that way); start a new --out, e.g. with --init {Path(args.out) / 'last'}")
         run["best_by"] = args.best
+    train = torch.from_numpy(load_frames(args.data, args.max_train_frames))  # uint8 [N, H, W, 3]
+    heldout = load_frames(args.heldout, args.eval_frames, every=4)  # uint8 [M, H, W, 3]
+    if device.type == "cuda":
+        train = train.to(device)
     stats_idx = torch.from_numpy(np.random.default_rng(args.seed).choice(len(train), min(STATS_FRAMES, len(train)),
                                                                          replace=False))
     stats_frames = train[stats_idx.to(train.device)]
