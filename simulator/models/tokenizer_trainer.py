@@ -78,6 +78,8 @@ class TokenizerTrainer:
         self.step = 0
         if cfg.freeze_encoder and cfg.freeze_decoder:
             raise ValueError("freeze_encoder and freeze_decoder together leave nothing to train")
+        if cfg.crop % model.stride:
+            raise ValueError(f"crop {cfg.crop} is not a multiple of the tokenizer stride {model.stride}")
         if (teacher is None) != (cfg.distill_weight == 0):
             raise ValueError("distill_weight > 0 and a teacher tokenizer go together")
         self.teacher = None if teacher is None else teacher.to(device).eval().requires_grad_(False)
@@ -101,8 +103,6 @@ class TokenizerTrainer:
         size, f = self.cfg.crop, self.model.stride
         if size <= 0 or (size >= H and size >= W):
             return None
-        if size % f:
-            raise ValueError(f"crop {size} is not a multiple of the tokenizer stride {f}")
         return f * int(torch.randint((H - size) // f + 1, ())), f * int(torch.randint((W - size) // f + 1, ()))
 
     def random_crop(self, frames: Tensor) -> Tensor:
