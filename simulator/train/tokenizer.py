@@ -96,8 +96,9 @@ def _device(name: str) -> torch.device:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
-    fields = {"batch_size": args.batch_size, "lr": args.lr, "crop": args.crop, "gradient_weight": args.gradient_weight,
-              "adv_weight": args.adv_weight, "adv_start": args.adv_start, "freeze_encoder": args.freeze_encoder}
+    fields = {"batch_size": args.batch_size, "lr": args.lr, "crop": args.crop,
+              "gradient_weight": args.gradient_weight, "adv_weight": args.adv_weight, "adv_start": args.adv_start,
+              "freeze_encoder": args.freeze_encoder}
     return {k: v for k, v in fields.items() if v is not None}
 
 
@@ -226,9 +227,10 @@ def _checkpoint(trainer: TokenizerTrainer, args: argparse.Namespace, stats_frame
         figures.update(generated_figures(shipped, heldout_pairs))
     trainer.model.train()
     run["history"].append({"step": trainer.step, **figures})
-    improved = score(figures, run["best_by"]) > run.get("best_score", -1e9)
+    value = score(figures, run["best_by"])
+    improved = value > run.get("best_score", -1e9)
     if improved:
-        run["best_score"], run["best_step"] = score(figures, run["best_by"]), trainer.step
+        run["best_score"], run["best_step"] = value, trainer.step
     extra = {"train_seconds": run["train_seconds"], "best_score": run["best_score"],
              "best_step": run["best_step"], "best_by": run["best_by"], "history": run["history"],
              "data": str(args.data), "heldout": str(args.heldout), **({"init": run["init"]} if run.get("init") else {}),
