@@ -24,6 +24,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "decoder-pairs": ("simulator.train.decoder_pairs", "world-model latents beside true frames, to tune the decoder"),
     "rollout": ("simulator.rollout.cli", "headless rollout of the world model to a recording"),
     "eval": ("simulator.eval.cli", "evaluate a checkpoint against the engine"),
+    "eval-sweep": ("simulator.train.world_eval",
+                   "quick held-out figures of a world model from shards, comparing generator settings"),
     "eval-compare": ("simulator.eval.compare", "headline figures of several evaluations side by side (mean over seeds)"),
     "bench": ("simulator.bench", "speed benchmarks (world, tokenizer, attention, rollout, latency)"),
 }

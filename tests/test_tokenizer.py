@@ -161,6 +161,32 @@ def test_discriminator_path_trains_and_resumes(tmp_path):
         assert torch.equal(pa, pb)
 
 
+def test_feature_matching_reads_the_discriminators_layers():
+    from dataclasses import replace
+
+    from simulator.models.tokenizer_losses import PatchDiscriminator, feature_matching_loss
+
+    torch.manual_seed(0)
+    disc = PatchDiscriminator(channels=4).eval()  # eval: spectral norm does not step its power iteration
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    feats, logits = disc.features(x)
+    assert len(feats) == 3 and torch.equal(logits, disc(x))  # the same network as the verdict
+    assert feature_matching_loss(feats, feats) == 0
+    blurred = torch.nn.functional.avg_pool2d(x, 3, 1, 1)
+    fake_feats, _ = disc.features(blurred.requires_grad_())
+    fm = feature_matching_loss(fake_feats, feats)
+    fm.backward()
+    assert fm > 0 and blurred.grad.abs().sum() > 0  # the reconstruction is pushed towards the true features
+
+    with pytest.raises(ValueError, match="adv_weight"):
+        build_trainer(preset("tiny"), replace(TRAIN_PRESETS["tiny"], fm_weight=1.0), torch.device("cpu"))
+    cfg = replace(TRAIN_PRESETS["tiny"], adv_weight=0.1, fm_weight=1.0, adv_start=1, disc_channels=4)
+    trainer = build_trainer(preset("tiny"), cfg, torch.device("cpu"))
+    frames = torch.from_numpy(blocky_frames(8, 32, 32))
+    logs = [trainer.train_step(frames) for _ in range(2)]
+    assert "fm" not in logs[0] and logs[1]["fm"] > 0
+
+
 def test_comparison_grid_puts_reconstructions_under_originals():
     a, b = blocky_frames(3, 8, 8), blocky_frames(3, 8, 8, seed=9)
     grid = comparison_grid(a, b, columns=2, scale=1)

@@ -13,7 +13,7 @@ from simulator.actions import NOOP, Action
 from simulator.data.shards import Episode, write_shard
 from simulator.models.tokenizer import Tokenizer, preset
 from simulator.rollout.generator import Generator
-from simulator.train import world_eval
+from simulator.cli import main as cli_main
 
 
 def _shards(root, seeds, T=24, size=16):
@@ -27,7 +27,7 @@ def _shards(root, seeds, T=24, size=16):
     write_shard(root / "shard_00000.npz", episodes)
 
 
-def test_train_command_end_to_end_and_resume(tmp_path):
+def test_train_command_end_to_end_and_resume(tmp_path, capsys):
     _shards(tmp_path / "train", [1, 2, 3])
     _shards(tmp_path / "heldout", [100, 101])
     torch.manual_seed(0)
@@ -61,10 +61,9 @@ def test_train_command_end_to_end_and_resume(tmp_path):
     gen.start(0, frames, [NOOP, NOOP])
     assert gen.step({0: Action(forward=True)})[0].shape == (16, 16, 3)
 
-    parser = argparse.ArgumentParser()
-    world_eval.add_arguments(parser)
-    world_eval.main(parser.parse_args(["--checkpoint", str(export), "--heldout", str(tmp_path / "heldout"),
-                                       "--clips", "1", "--steps", "1,2", "--no-record"]))
+    assert cli_main(["eval-sweep", "--checkpoint", str(export), "--heldout", str(tmp_path / "heldout"),
+                     "--clips", "1", "--steps", "1,2", "--no-record"]) == 0
+    assert "steps 1" in capsys.readouterr().out
 
 
 def test_best_is_teacher_forced_psnr_less_a_blur_penalty():

@@ -52,6 +52,22 @@ class PatchDiscriminator(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
+    def features(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
+        """The activations after each LeakyReLU, and the logits (what `forward` returns)."""
+        feats = []
+        for mod in self.net:
+            x = mod(x)
+            if isinstance(mod, nn.LeakyReLU):
+                feats.append(x)
+        return feats, x
+
+
+def feature_matching_loss(fake_feats: list[Tensor], real_feats: list[Tensor]) -> Tensor:
+    """pix2pixHD's feature matching: mean over the discriminator's layers of the L1 between its
+    activations on the reconstruction and on the true frame (held fixed). Unlike the hinge verdict,
+    it says where the reconstruction differs, in features the discriminator learned to tell apart."""
+    return sum((f.float() - r.detach().float()).abs().mean() for f, r in zip(fake_feats, real_feats)) / len(fake_feats)
+
 
 def hinge_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     return 0.5 * (F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean())

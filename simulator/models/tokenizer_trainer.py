@@ -18,7 +18,7 @@ from torch import Tensor
 from simulator.checkpoint import load_optimizer, save_optimizer, save_tensors
 from simulator.models.precision import use_bf16
 from simulator.models.tokenizer import Tokenizer, TokenizerConfig
-from simulator.models.tokenizer_losses import (PatchDiscriminator, hinge_d_loss, hinge_g_loss,
+from simulator.models.tokenizer_losses import (PatchDiscriminator, feature_matching_loss, hinge_d_loss, hinge_g_loss,
                                                kl_divergence, reconstruction_loss)
 
 
@@ -34,6 +34,8 @@ class TokenizerTrainConfig:
     kl_weight: float = 1e-6  # small: the KL only keeps the latent from drifting to huge values
     adv_weight: float = 0.0  # hinge-GAN generator weight; 0 disables the discriminator
     adv_start: int = 2000  # steps of plain reconstruction before the discriminator joins
+    # weight of the discriminator feature-matching L1 (pix2pixHD); needs the discriminator (adv_weight > 0)
+    fm_weight: float = 0.0
     disc_lr: float = 2e-4
     disc_channels: int = 32
     hflip: bool = True  # mirror half the batch: the world has no handedness
@@ -89,6 +91,8 @@ class TokenizerTrainer:
                                      weight_decay=cfg.weight_decay)
         self.disc: PatchDiscriminator | None = None
         self.disc_opt: torch.optim.Optimizer | None = None
+        if cfg.fm_weight > 0 and cfg.adv_weight <= 0:
+            raise ValueError("fm_weight > 0 matches the discriminator's features: it needs adv_weight > 0")
         if cfg.adv_weight > 0:
             self.disc = PatchDiscriminator(cfg.disc_channels).to(device).to(memory_format=torch.channels_last)
             self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
@@ -170,9 +174,16 @@ class TokenizerTrainer:
             logs["distill"] = float(distill.detach())
         if use_adv:
             with self.autocast():
-                g_adv = hinge_g_loss(self.disc(recon).float())
+                fake_feats, fake_logits = self.disc.features(recon)
+                g_adv = hinge_g_loss(fake_logits.float())
             loss = loss + cfg.adv_weight * g_adv
             logs["g_adv"] = float(g_adv.detach())
+            if cfg.fm_weight > 0:
+                with torch.no_grad(), self.autocast():
+                    real_feats, _ = self.disc.features(x)
+                fm = feature_matching_loss(fake_feats, real_feats)
+                loss = loss + cfg.fm_weight * fm
+                logs["fm"] = float(fm.detach())
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)

@@ -214,7 +214,7 @@ def main(args: argparse.Namespace) -> int:
     if args.no_record:
         print(table + "\n\n" + notes)
     else:
-        command = "python -m simulator.train.world_eval " + " ".join(
+        command = "patchworld eval-sweep " + " ".join(
             f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()
             if k != "note" and v not in (None, False, "", []))
         record("World model held-out figures", table, command=command, notes=notes)
