@@ -139,3 +139,12 @@ def test_eval_compare_tables_settings_with_their_seed_spread(report, tmp_path, c
     assert cli_main(["eval-compare", f"one={out}"]) == 0 and "| one (1 run) |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no metrics.json"):
         cli_main(["eval-compare", f"none={tmp_path / 'missing'}"])
+
+
+def test_generator_options_parse_numbers_and_booleans():
+    from simulator.eval.cli import parse_options
+
+    assert parse_options(["steps=3", "eta=0.5", "context=reuse", "reencode=False", "x=true"]) == \
+        {"steps": 3, "eta": 0.5, "context": "reuse", "reencode": False, "x": True}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_options(["steps"])

@@ -189,6 +189,25 @@ def test_detail_carry_stream_is_deterministic_and_differs_from_plain_decoding():
         assert not np.array_equal(a[0], c[0])
 
 
+def test_reencode_conditions_the_next_frame_on_the_encoded_shown_frame():
+    model, tok = _parts()
+    frames, actions = _context()
+    cfg = dict(resolution=(16, 16), window_frames=4, steps=2, precision="fp32", detail_carry=0.9)
+    for reencode in (False, True):
+        gen = Generator(model, tok, GeneratorConfig(**cfg, reencode=reencode))
+        gen.start(0, frames, actions)
+        shown = gen.step({0: Action(forward=True)})[0]
+        gen.flush()
+        encoded = tok.encode(torch.from_numpy(shown[None]))[0]
+        assert torch.allclose(gen.prev[0], encoded, atol=1e-5) == reencode  # the shown frame, not the sample
+    a, b = (_rollout(Generator(model, tok, GeneratorConfig(**cfg, reencode=True)), [0], 4) for _ in range(2))
+    plain = _rollout(Generator(model, tok, GeneratorConfig(**cfg)), [0], 4)
+    assert all(np.array_equal(x[0], y[0]) for x, y in zip(a, b))  # deterministic
+    assert np.array_equal(a[0][0], plain[0][0]) and not np.array_equal(a[-1][0], plain[-1][0])  # from the 2nd frame
+    with pytest.raises(ValueError, match="reencode"):
+        GeneratorConfig(reencode="false")  # a string from a command line must be parsed, not taken as true
+
+
 def test_detail_gate_keeps_detail_where_the_picture_stays_and_drops_it_where_it_changes():
     model, tok = _parts()
     with torch.no_grad():  # a decoder whose output follows its latent (untrained residual branches start at zero)

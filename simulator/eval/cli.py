@@ -42,13 +42,17 @@ def parse_seeds(items: list[str]) -> list[int]:
     return seeds
 
 
-def parse_options(items: list[str]) -> dict[str, int | float | str]:
-    """["steps=3", "context=reuse"] -> {"steps": 3, "context": "reuse"} (numbers parsed as numbers)."""
-    options: dict[str, int | float | str] = {}
+def parse_options(items: list[str]) -> dict[str, int | float | str | bool]:
+    """["steps=3", "context=reuse", "reencode=true"] -> {"steps": 3, "context": "reuse", "reencode": True}
+    (numbers parsed as numbers, true/false as booleans)."""
+    options: dict[str, int | float | str | bool] = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ValueError(f"generator option {item!r} is not KEY=VALUE")
+        if text.lower() in ("true", "false"):
+            options[key] = text.lower() == "true"
+            continue
         for kind in (int, float):
             try:
                 options[key] = kind(text)

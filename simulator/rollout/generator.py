@@ -61,6 +61,10 @@ class GeneratorConfig:
     # decoded frame differs from the last one moved by the camera (change: mean |difference| over
     # the channels, [-1, 1] units); 0 = no gate
     detail_gate: float = 0.0
+    # the frame shown (decoded, plus the carried detail) is encoded again, and that latent, not the
+    # sampled one, becomes the context of the next frames: each frame is put back on the latents the
+    # encoder makes of real pictures, carried detail included. One encode per frame
+    reencode: bool = False
 
     def __post_init__(self) -> None:
         self.resolution = (int(self.resolution[0]), int(self.resolution[1]))
@@ -68,6 +72,8 @@ class GeneratorConfig:
             raise ValueError(f"detail_carry must be within [0, 1], got {self.detail_carry}")
         if self.detail_gate < 0.0:
             raise ValueError(f"detail_gate must be >= 0 (0: no gate), got {self.detail_gate}")
+        if not isinstance(self.reencode, bool):
+            raise ValueError(f"reencode must be true or false, got {self.reencode!r}")
         if self.context not in CONTEXT_MODES:
             raise ValueError(f"generator context {self.context!r} is not one of {', '.join(CONTEXT_MODES)}")
         if self.context == "reuse" and self.steps < 2:
@@ -229,7 +235,10 @@ class Generator:
 
                 x0 = sample(denoise, self._noise(rows), self.config.steps, eta=self.config.eta,
                             shift=self.config.shift, draw=lambda: self._noise(rows))  # [B, 1, C, h, w]
-                frames = self._show(rows, x0[:, 0], camera, buttons).cpu().numpy()  # [B, H, W, 3]
+                shown = self._show(rows, x0[:, 0], camera, buttons)  # [B, H, W, 3] uint8
+                if self.config.reencode:
+                    x0 = self._tokenizer.encode(shown).float()[:, None]
+                frames = shown.cpu().numpy()
         except _Abandoned:
             for slot, state in zip(slots, rng_states):
                 self.rngs[slot].set_state(state)
