@@ -193,19 +193,23 @@ def test_reencode_conditions_the_next_frame_on_the_encoded_shown_frame():
     model, tok = _parts()
     frames, actions = _context()
     cfg = dict(resolution=(16, 16), window_frames=4, steps=2, precision="fp32", detail_carry=0.9)
-    for reencode in (False, True):
+    prevs = {}
+    for reencode in (0.0, 0.25, 1.0):
         gen = Generator(model, tok, GeneratorConfig(**cfg, reencode=reencode))
         gen.start(0, frames, actions)
         shown = gen.step({0: Action(forward=True)})[0]
         gen.flush()
-        encoded = tok.encode(torch.from_numpy(shown[None]))[0]
-        assert torch.allclose(gen.prev[0], encoded, atol=1e-5) == reencode  # the shown frame, not the sample
-    a, b = (_rollout(Generator(model, tok, GeneratorConfig(**cfg, reencode=True)), [0], 4) for _ in range(2))
+        prevs[reencode] = gen.prev[0].clone()
+    encoded = tok.encode(torch.from_numpy(shown[None]))[0]  # the same shown frame in all three
+    assert torch.allclose(prevs[1.0], encoded, atol=1e-5) and not torch.allclose(prevs[0.0], encoded, atol=1e-3)
+    torch.testing.assert_close(prevs[0.25], 0.75 * prevs[0.0] + 0.25 * encoded, atol=1e-5, rtol=0)
+    a, b = (_rollout(Generator(model, tok, GeneratorConfig(**cfg, reencode=1.0)), [0], 4) for _ in range(2))
     plain = _rollout(Generator(model, tok, GeneratorConfig(**cfg)), [0], 4)
     assert all(np.array_equal(x[0], y[0]) for x, y in zip(a, b))  # deterministic
     assert np.array_equal(a[0][0], plain[0][0]) and not np.array_equal(a[-1][0], plain[-1][0])  # from the 2nd frame
-    with pytest.raises(ValueError, match="reencode"):
-        GeneratorConfig(reencode="false")  # a string from a command line must be parsed, not taken as true
+    for bad in (1.5, -0.1, True):
+        with pytest.raises(ValueError, match="reencode"):
+            GeneratorConfig(reencode=bad)
 
 
 def test_detail_gate_keeps_detail_where_the_picture_stays_and_drops_it_where_it_changes():

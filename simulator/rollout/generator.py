@@ -61,15 +61,14 @@ class GeneratorConfig:
     # decoded frame differs from the last one moved by the camera (change: mean |difference| over
     # the channels, [-1, 1] units); 0 = no gate
     detail_gate: float = 0.0
-    # the frame shown (decoded, plus the carried detail) is encoded again, and that latent, not the
-    # sampled one, becomes the context of the next frames: each frame is put back on the latents the
-    # encoder makes of real pictures, carried detail included. One encode per frame
-    reencode: bool = False
-    # ... keeping the sampled latent's local mean over this many latent cells (an odd width: its
-    # colours and shading) and taking from the encoded frame only its departure from its own local
-    # mean (the detail). A chain of encode(decode(.)) alone darkens the picture by ~25 levels in 64
-    # frames. 0 = take the encoded latent whole
-    reencode_keep_mean: int = 0
+    # the frame shown (decoded, plus the carried detail) is encoded again, and this share of the
+    # context latent of the next frames comes from that encoding (the rest from the sampled latent):
+    # 0 = off; 1 = each frame is put back on the latents the encoder makes of real pictures, carried
+    # detail included. The model's own latents lose detail from frame to frame, and it reads blurry
+    # context as a cue to predict blur; the encoder's latent of a sharp shown frame is sharp. One
+    # encode per frame. (A chain of encode(decode(.)) alone darkens the picture by ~25 levels in 64
+    # frames: docs/evaluation.md.)
+    reencode: float = 0.0
 
     def __post_init__(self) -> None:
         self.resolution = (int(self.resolution[0]), int(self.resolution[1]))
@@ -77,10 +76,8 @@ class GeneratorConfig:
             raise ValueError(f"detail_carry must be within [0, 1], got {self.detail_carry}")
         if self.detail_gate < 0.0:
             raise ValueError(f"detail_gate must be >= 0 (0: no gate), got {self.detail_gate}")
-        if not isinstance(self.reencode, bool):
-            raise ValueError(f"reencode must be true or false, got {self.reencode!r}")
-        if self.reencode_keep_mean < 0 or self.reencode_keep_mean % 2 == 0 and self.reencode_keep_mean:
-            raise ValueError(f"reencode_keep_mean must be 0 or an odd width in latent cells, got {self.reencode_keep_mean}")
+        if isinstance(self.reencode, bool) or not 0.0 <= self.reencode <= 1.0:
+            raise ValueError(f"reencode must be a share within [0, 1], got {self.reencode!r}")
         if self.context not in CONTEXT_MODES:
             raise ValueError(f"generator context {self.context!r} is not one of {', '.join(CONTEXT_MODES)}")
         if self.context == "reuse" and self.steps < 2:
@@ -244,7 +241,7 @@ class Generator:
                             shift=self.config.shift, draw=lambda: self._noise(rows))  # [B, 1, C, h, w]
                 shown = self._show(rows, x0[:, 0], camera, buttons)  # [B, H, W, 3] uint8
                 if self.config.reencode:
-                    x0 = self._reencode(shown, x0[:, 0])[:, None]
+                    x0 = torch.lerp(x0, self._tokenizer.encode(shown).float()[:, None], self.config.reencode)
                 frames = shown.cpu().numpy()
         except _Abandoned:
             for slot, state in zip(slots, rng_states):
@@ -288,18 +285,6 @@ class Generator:
             detail = detail * torch.exp(-change / self.config.detail_gate)
         self.detail[rows], self.decoded[rows] = detail, decoded
         return unit_to_frames(decoded + detail)
-
-    def _reencode(self, shown: torch.Tensor, sampled: torch.Tensor) -> torch.Tensor:
-        """The context latent [B, C, h, w] of a shown frame uint8 [B, H, W, 3] (see `reencode`)."""
-        encoded = self._tokenizer.encode(shown).float()
-        k = self.config.reencode_keep_mean
-        if not k:
-            return encoded
-
-        def local_mean(z: torch.Tensor) -> torch.Tensor:
-            return torch.nn.functional.avg_pool2d(z, k, stride=1, padding=k // 2, count_include_pad=False)
-
-        return local_mean(sampled) + encoded - local_mean(encoded)
 
     def _append(self, rows: torch.Tensor, latent: torch.Tensor, actions: list[Action]) -> None:
         """A cache pass on its own (priming): latent [B, 1, C, h, w] at the context noise level."""
