@@ -187,6 +187,24 @@ def test_feature_matching_reads_the_discriminators_layers():
     assert "fm" not in logs[0] and logs[1]["fm"] > 0
 
 
+def test_edge_energy_asks_for_contrast_not_position():
+    from simulator.eval.metrics import sharpness
+    from simulator.models.tokenizer_losses import edge_energy_l1
+
+    x = torch.from_numpy(blocky_frames(4, 32, 32)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    blurred = torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+    moved = x.roll(1, dims=-1)  # the same contrast one pixel over: L1 pays, edge energy barely
+    assert edge_energy_l1(x, x) == 0
+    assert edge_energy_l1(moved, x) < 0.2 * edge_energy_l1(blurred, x)
+    assert (moved - x).abs().mean() > (blurred - x).abs().mean()
+    # one window over the whole frame is the evaluation's sharpness gap (0..255 units there)
+    frames = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    blurred_frames = ((blurred + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    gap = np.abs(sharpness(frames) - sharpness(blurred_frames)).mean() / 127.5
+    whole = edge_energy_l1(blurred, x, window=32).item()
+    assert whole == pytest.approx(gap, rel=0.05)
+
+
 def test_comparison_grid_puts_reconstructions_under_originals():
     a, b = blocky_frames(3, 8, 8), blocky_frames(3, 8, 8, seed=9)
     grid = comparison_grid(a, b, columns=2, scale=1)

@@ -28,6 +28,23 @@ def gradient_l1(recon: Tensor, target: Tensor) -> Tensor:
     return 0.5 * ((rx - tx).abs().mean() + (ry - ty).abs().mean())
 
 
+_LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])[None, None]
+_GREY = torch.tensor([0.299, 0.587, 0.114])[None, :, None, None]
+
+
+def edge_energy_l1(recon: Tensor, target: Tensor, window: int = 8) -> Tensor:
+    """L1 between the local edge energies of `recon` and `target` ([B, 3, H, W]): the mean absolute
+    Laplacian of the grey image (what `simulator.eval.metrics.sharpness` averages over a frame) over
+    each window x window region. It asks for as much edge contrast as the true frame has in each
+    region, not for the edges to sit on the true frame's pixels: a blur pays where it loses
+    contrast, where L1 alone prefers it."""
+    def energy(x: Tensor) -> Tensor:
+        grey = (x.float() * _GREY.to(x.device)).sum(dim=1, keepdim=True)
+        return F.avg_pool2d(F.conv2d(grey, _LAPLACIAN.to(x.device)).abs(), window, ceil_mode=True)
+
+    return (energy(recon) - energy(target)).abs().mean()
+
+
 def kl_divergence(mean: Tensor, logvar: Tensor) -> Tensor:
     """KL(N(mean, exp(logvar)) || N(0, 1)) per latent element, averaged."""
     return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()

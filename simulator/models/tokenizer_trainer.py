@@ -18,8 +18,8 @@ from torch import Tensor
 from simulator.checkpoint import load_optimizer, save_optimizer, save_tensors
 from simulator.models.precision import use_bf16
 from simulator.models.tokenizer import Tokenizer, TokenizerConfig
-from simulator.models.tokenizer_losses import (PatchDiscriminator, feature_matching_loss, hinge_d_loss, hinge_g_loss,
-                                               kl_divergence, reconstruction_loss)
+from simulator.models.tokenizer_losses import (PatchDiscriminator, edge_energy_l1, feature_matching_loss, hinge_d_loss,
+                                               hinge_g_loss, kl_divergence, reconstruction_loss)
 
 
 @dataclass
@@ -36,6 +36,8 @@ class TokenizerTrainConfig:
     adv_start: int = 2000  # steps of plain reconstruction before the discriminator joins
     # weight of the discriminator feature-matching L1 (pix2pixHD); needs the discriminator (adv_weight > 0)
     fm_weight: float = 0.0
+    # weight of the local edge-energy L1 (tokenizer_losses.edge_energy_l1): contrast where the true frame has it
+    energy_weight: float = 0.0
     disc_lr: float = 2e-4
     disc_channels: int = 32
     hflip: bool = True  # mirror half the batch: the world has no handedness
@@ -165,6 +167,10 @@ class TokenizerTrainer:
         rec, logs = reconstruction_loss(recon, x, cfg.gradient_weight)
         kl = kl_divergence(mean.float(), logvar.float())
         loss = rec + cfg.kl_weight * kl
+        if cfg.energy_weight > 0:
+            energy = edge_energy_l1(recon, x)
+            loss = loss + cfg.energy_weight * energy
+            logs["energy"] = float(energy.detach())
         if self.teacher is not None:  # the generated latents (if any) follow the frames in `x`: not encoded
             with torch.no_grad(), self.autocast():
                 target = self.teacher.posterior(x[:len(mean)])[0]
