@@ -1,11 +1,12 @@
-"""Training objectives of the tokenizer: reconstruction (L1 + image-gradient), KL, and an
-optional patch discriminator (hinge GAN).
+"""Training objectives of the tokenizer: reconstruction (L1 + image-gradient), KL, a local
+edge-energy L1, and an optional patch discriminator (hinge GAN, with optional feature matching).
 
-Why an image-gradient term: L1/L2 alone are minimised by the conditional mean, which smears
-the 8x8 block textures into fog (FINDINGS.md: reconstructions at 30% of true sharpness). An L1
-on horizontal and vertical finite differences penalises lost edges directly, at the cost of
-two subtractions. The discriminator is the heavier tool; it is optional and only kept where
-it measurably helps (docs/training.md).
+Why: L1/L2 alone are minimised by the conditional mean, which smears the 8x8 block textures into
+fog (FINDINGS.md: reconstructions at 30% of true sharpness). An L1 on finite differences
+penalises lost edges where they are, which measured no better than L1 alone. The edge-energy
+term asks each region for the true frame's edge contrast wherever in the region it sits, and
+traded PSNR for sharpness at a better rate than the discriminator (docs/training.md). Each is
+optional and kept where it measurably helps.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ class TokenizerTrainConfig:
     fm_weight: float = 0.0
     # weight of the local edge-energy L1 (tokenizer_losses.edge_energy_l1): contrast where the true frame has it
     energy_weight: float = 0.0
+    energy_window: int = 8  # ... over regions of this many pixels a side
     disc_lr: float = 2e-4
     disc_channels: int = 32
     hflip: bool = True  # mirror half the batch: the world has no handedness
@@ -168,7 +169,7 @@ class TokenizerTrainer:
         kl = kl_divergence(mean.float(), logvar.float())
         loss = rec + cfg.kl_weight * kl
         if cfg.energy_weight > 0:
-            energy = edge_energy_l1(recon, x)
+            energy = edge_energy_l1(recon, x, cfg.energy_window)
             loss = loss + cfg.energy_weight * energy
             logs["energy"] = float(energy.detach())
         if self.teacher is not None:  # the generated latents (if any) follow the frames in `x`: not encoded

@@ -57,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adv-weight", type=float, default=None, help="patch-GAN weight (0: no discriminator)")
     parser.add_argument("--adv-start", type=int, default=None, help="step at which the discriminator joins")
     parser.add_argument("--energy-weight", type=float, default=None,
-                        help="local edge-energy L1 weight: as much edge contrast per 8x8 region as the true frame")
+                        help="local edge-energy L1 weight: as much edge contrast per region as the true frame")
+    parser.add_argument("--energy-window", type=int, default=None, help="side in pixels of the edge-energy regions (8)")
     parser.add_argument("--fm-weight", type=float, default=None,
                         help="discriminator feature-matching L1 weight (pix2pixHD; needs --adv-weight > 0)")
     parser.add_argument("--init", default=None,
@@ -102,7 +103,8 @@ def _device(name: str) -> torch.device:
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
     fields = {"batch_size": args.batch_size, "lr": args.lr, "crop": args.crop,
               "gradient_weight": args.gradient_weight, "adv_weight": args.adv_weight, "adv_start": args.adv_start,
-              "fm_weight": args.fm_weight, "energy_weight": args.energy_weight, "freeze_encoder": args.freeze_encoder}
+              "fm_weight": args.fm_weight, "energy_weight": args.energy_weight,
+              "energy_window": args.energy_window, "freeze_encoder": args.freeze_encoder}
     return {k: v for k, v in fields.items() if v is not None}
 
 
