@@ -180,6 +180,9 @@ def test_feature_matching_reads_the_discriminators_layers():
 
     with pytest.raises(ValueError, match="adv_weight"):
         build_trainer(preset("tiny"), replace(TRAIN_PRESETS["tiny"], fm_weight=1.0), torch.device("cpu"))
+    with pytest.raises(ValueError, match="energy_window"):
+        build_trainer(preset("tiny"), replace(TRAIN_PRESETS["tiny"], energy_weight=0.1, energy_window=0),
+                      torch.device("cpu"))
     cfg = replace(TRAIN_PRESETS["tiny"], adv_weight=0.1, fm_weight=1.0, adv_start=1, disc_channels=4)
     trainer = build_trainer(preset("tiny"), cfg, torch.device("cpu"))
     frames = torch.from_numpy(blocky_frames(8, 32, 32))
@@ -203,6 +206,11 @@ def test_edge_energy_asks_for_contrast_not_position():
     gap = np.abs(sharpness(frames) - sharpness(blurred_frames)).mean() / 127.5
     whole = edge_energy_l1(blurred, x, window=32).item()
     assert whole == pytest.approx(gap, rel=0.05)
+
+    from dataclasses import replace
+    trainer = build_trainer(preset("tiny"), replace(TRAIN_PRESETS["tiny"], energy_weight=0.5), torch.device("cpu"))
+    logs = trainer.train_step(torch.from_numpy(blocky_frames(8, 32, 32)))
+    assert logs["energy"] > 0 and logs["loss"] > logs["l1"]  # the term reaches the objective
 
 
 def test_comparison_grid_puts_reconstructions_under_originals():

@@ -94,6 +94,8 @@ class TokenizerTrainer:
                                      weight_decay=cfg.weight_decay)
         self.disc: PatchDiscriminator | None = None
         self.disc_opt: torch.optim.Optimizer | None = None
+        if cfg.energy_window < 1:
+            raise ValueError(f"energy_window is a region side in pixels, >= 1; got {cfg.energy_window}")
         if cfg.fm_weight > 0 and cfg.adv_weight <= 0:
             raise ValueError("fm_weight > 0 matches the discriminator's features: it needs adv_weight > 0")
         if cfg.adv_weight > 0:

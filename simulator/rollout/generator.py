@@ -67,7 +67,7 @@ class GeneratorConfig:
     # detail included. The model's own latents lose detail from frame to frame, and it reads blurry
     # context as a cue to predict blur; the encoder's latent of a sharp shown frame is sharp. One
     # encode per frame. (A chain of encode(decode(.)) alone darkens the picture by ~25 levels in 64
-    # frames: docs/evaluation.md.)
+    # frames: docs/training.md, "Re-encoding the shown frame".)
     reencode: float = 0.0
 
     def __post_init__(self) -> None:
