@@ -52,12 +52,19 @@ def ssim(a, b) -> np.ndarray:
     return s.mean(dim=(1, 2, 3)).numpy().reshape(lead)
 
 
+def edge_map(x: torch.Tensor) -> torch.Tensor:
+    """|Laplacian| of the grey image of RGB [N, 3, H, W] (any float scale and dtype; differentiable)
+    -> [N, 1, H-2, W-2]. Its mean over a frame is `sharpness`; the tokenizer's edge-energy loss
+    averages it per region."""
+    grey = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+    lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=x.dtype, device=x.device)
+    return F.conv2d(grey, lap[None, None]).abs()
+
+
 def sharpness(frames) -> np.ndarray:
     """Mean absolute Laplacian of the grey image (0..255 scale): higher is crisper."""
     x, lead = _as_float(frames)
-    grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]  # [N, 1, H, W]
-    lap = torch.tensor([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=torch.float64)[None, None]
-    return F.conv2d(grey, lap).abs().mean(dim=(1, 2, 3)).numpy().reshape(lead)
+    return edge_map(x).mean(dim=(1, 2, 3)).numpy().reshape(lead)
 
 
 def down_up(frames, factor: int) -> np.ndarray:

@@ -16,6 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from simulator.eval.metrics import edge_map
+
 
 def image_gradients(x: Tensor) -> tuple[Tensor, Tensor]:
     """Finite differences of [B, 3, H, W]: (d/dx [B, 3, H, W-1], d/dy [B, 3, H-1, W])."""
@@ -29,19 +31,14 @@ def gradient_l1(recon: Tensor, target: Tensor) -> Tensor:
     return 0.5 * ((rx - tx).abs().mean() + (ry - ty).abs().mean())
 
 
-_LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])[None, None]
-_GREY = torch.tensor([0.299, 0.587, 0.114])[None, :, None, None]
-
-
 def edge_energy_l1(recon: Tensor, target: Tensor, window: int = 8) -> Tensor:
     """L1 between the local edge energies of `recon` and `target` ([B, 3, H, W]): the mean absolute
-    Laplacian of the grey image (what `simulator.eval.metrics.sharpness` averages over a frame) over
-    each window x window region. It asks for as much edge contrast as the true frame has in each
-    region, not for the edges to sit on the true frame's pixels: a blur pays where it loses
-    contrast, where L1 alone prefers it."""
+    Laplacian of the grey image (`simulator.eval.metrics.edge_map`, whose mean over a frame is the
+    evaluation's sharpness) over each window x window region. It asks for as much edge contrast as
+    the true frame has in each region, not for the edges to sit on the true frame's pixels: a blur
+    pays where it loses contrast, where L1 alone prefers it."""
     def energy(x: Tensor) -> Tensor:
-        grey = (x.float() * _GREY.to(x.device)).sum(dim=1, keepdim=True)
-        return F.avg_pool2d(F.conv2d(grey, _LAPLACIAN.to(x.device)).abs(), window, ceil_mode=True)
+        return F.avg_pool2d(edge_map(x.float()), window, ceil_mode=True)
 
     return (energy(recon) - energy(target)).abs().mean()
 
