@@ -157,6 +157,28 @@ def test_stream_passes_with_shared_modulations_equal_forward_cached():
         torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
 
 
+def test_stream_pass_without_history_equals_a_clips_first_frame():
+    """history=False (the weak prediction of history guidance): whatever the cache holds, the new
+    frame sees only itself and its previous latent, exactly as the first frame of a training clip."""
+    model = _randomise(build_dit("tiny", camera_warp_fov=70.0))
+    B, h, w = 2, 4, 6
+    inp = _inputs(B, 1, 4, h, w)
+    rows, first = torch.arange(B), torch.full((B,), 3)
+    cache = model.new_cache(B, 4, (h // 2) * (w // 2), "cpu")
+    prime = _inputs(B, 2, 4, h, w, seed=5)
+    model.forward_cached(prime["x"], prime["prev"], prime["noise_level"], prime["prev_level"], prime["buttons"],
+                         prime["camera"], cache=cache, rows=rows, first_frame=torch.full((B,), 1), append=True)
+    view = model.stream_view(cache, rows, first, 1, h, w)
+    mods = model.modulations(model.condition(inp["noise_level"], inp["prev_level"], inp["buttons"], inp["camera"]))
+    prev = model.warp_previous(inp["prev"], inp["camera"], inp["buttons"])
+    alone = model.forward_stream(inp["x"], prev, mods, view, append=False, history=False)
+    torch.testing.assert_close(alone, _run(model, inp), rtol=1e-4, atol=1e-4)
+    with_history = model.forward_stream(inp["x"], prev, mods, view, append=False)
+    assert not torch.allclose(alone, with_history, atol=1e-3)  # the cache did matter to the usual pass
+    with pytest.raises(ValueError, match="without history"):
+        model.forward_stream(inp["x"], prev, mods, view, append=True, history=False)
+
+
 def _bins(yaw_bin: int, pitch_bin: int, B: int = 1, T: int = 1) -> torch.Tensor:
     return torch.tensor([yaw_bin, pitch_bin]).expand(B, T, 2)
 

@@ -212,6 +212,30 @@ def test_reencode_conditions_the_next_frame_on_the_encoded_shown_frame():
             GeneratorConfig(reencode=bad)
 
 
+def test_history_guidance_extrapolates_away_from_the_prediction_without_history():
+    """One sampler step, so the frame's latent is the guided prediction itself: the latents at
+    guidance 0, 1 and 2 lie on one line, x0 + w (x0 - x0_without_history), whose far end at
+    w = -1 would be the pass that saw no cached frames."""
+    model, tok = _parts()
+    frames, actions = _context()
+    cfg = dict(resolution=(16, 16), window_frames=4, steps=1, precision="fp32")
+    latents = {}
+    for weight in (0.0, 1.0, 2.0):
+        gen = Generator(model, tok, GeneratorConfig(**cfg, guidance=weight))
+        gen.start(0, frames, actions)
+        gen.step({0: Action(yaw=5.0, forward=True)})
+        gen.flush()
+        latents[weight] = gen.prev[0].clone()
+    step = latents[1.0] - latents[0.0]
+    assert step.abs().mean() > 1e-3  # the history changes the prediction
+    torch.testing.assert_close(latents[2.0] - latents[1.0], step, atol=1e-4, rtol=0)
+    a, b = (_rollout(Generator(model, tok, GeneratorConfig(**cfg, guidance=1.5)), [0], 3) for _ in range(2))
+    assert all(np.array_equal(x[0], y[0]) for x, y in zip(a, b))  # deterministic
+    for bad in (-0.5, 11.0, True):
+        with pytest.raises(ValueError, match="guidance"):
+            GeneratorConfig(guidance=bad)
+
+
 def test_detail_gate_keeps_detail_where_the_picture_stays_and_drops_it_where_it_changes():
     model, tok = _parts()
     with torch.no_grad():  # a decoder whose output follows its latent (untrained residual branches start at zero)

@@ -362,18 +362,25 @@ class DiT(nn.Module):
         return [block.adaLN(cond) for block in self.blocks] + [self.final_adaLN(cond)]
 
     def forward_stream(self, x: torch.Tensor, prev: torch.Tensor, mods: list[torch.Tensor], view: StreamView,
-                       append: bool) -> torch.Tensor:
+                       append: bool, history: bool = True) -> torch.Tensor:
         """One pass of the streaming path: x, prev [B, T, C, h, w] (prev already through
         `warp_previous`); mods from `modulations` for this pass ([B, T, .] each); view from
-        `stream_view`. -> clean-latent prediction [B, T, C, h, w]."""
+        `stream_view`. -> clean-latent prediction [B, T, C, h, w].
+
+        history=False: the chunk attends to itself only, not to the cache (as the first chunk of a
+        training clip, which has its previous latent but no earlier frames); it cannot append."""
         self._check_latents(x)
         B, T, C, h, w = x.shape
         if T != view.frames:
             raise ValueError(f"chunk of {T} frames, the stream view was made for {view.frames}")
+        if append and not history:
+            raise ValueError("a pass without history cannot append to the cache")
         N = view.cache.frame_tokens
         slots = view.cache.slots(view.rows, T * N) if append else None
 
         def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            if not history:
+                return block_causal_attention(q, k, v, frame_tokens=N, chunk_frames=self.cfg.chunk_frames)
             k_cache, v_cache = view.layers[layer]
             out = cached_attention(q, k, v, k_cache.to(q.dtype), v_cache.to(q.dtype),
                                    cache_start=view.start, cache_len=view.length)

@@ -69,6 +69,12 @@ class GeneratorConfig:
     # encode per frame. (A chain of encode(decode(.)) alone darkens the picture by ~25 levels in 64
     # frames: docs/training.md, "Re-encoding the shown frame".)
     reencode: float = 0.0
+    # history guidance, as classifier-free guidance with the model's own weaker prediction: every
+    # denoising pass also runs without the cached frames (the new frame sees its previous latent
+    # only, as the first frame of every training clip does), and the prediction moves away from
+    # that one: x0 + guidance * (x0 - x0_without_history). Sharper frames at every horizon for
+    # lower PSNR (docs/evaluation.md, "History guidance"); 0 = off, one pass per sampler step
+    guidance: float = 0.0
 
     def __post_init__(self) -> None:
         self.resolution = (int(self.resolution[0]), int(self.resolution[1]))
@@ -78,6 +84,8 @@ class GeneratorConfig:
             raise ValueError(f"detail_gate must be >= 0 (0: no gate), got {self.detail_gate}")
         if isinstance(self.reencode, bool) or not 0.0 <= self.reencode <= 1.0:
             raise ValueError(f"reencode must be a share within [0, 1], got {self.reencode!r}")
+        if isinstance(self.guidance, bool) or not 0.0 <= self.guidance <= 10.0:
+            raise ValueError(f"guidance must be a weight within [0, 10] (0: off), got {self.guidance!r}")
         if self.context not in CONTEXT_MODES:
             raise ValueError(f"generator context {self.context!r} is not one of {', '.join(CONTEXT_MODES)}")
         if self.context == "reuse" and self.steps < 2:
@@ -234,8 +242,12 @@ class Generator:
                     # nothing is written (cache, counters) before the last pass: safe to abandon
                     if abort is not None and 2 * i < len(levels) and abort():
                         raise _Abandoned
-                    return self._model.forward_stream(x, prev_in, [m[:, i:i + 1] for m in mods], view,
-                                                      append=reuse and i == len(levels) - 1).float()
+                    mod = [m[:, i:i + 1] for m in mods]
+                    pred = self._model.forward_stream(x, prev_in, mod, view, append=reuse and i == len(levels) - 1).float()
+                    if self.config.guidance:
+                        weak = self._model.forward_stream(x, prev_in, mod, view, append=False, history=False).float()
+                        pred = pred + self.config.guidance * (pred - weak)
+                    return pred
 
                 x0 = sample(denoise, self._noise(rows), self.config.steps, eta=self.config.eta,
                             shift=self.config.shift, draw=lambda: self._noise(rows))  # [B, 1, C, h, w]
