@@ -158,7 +158,7 @@ def test_stream_passes_with_shared_modulations_equal_forward_cached():
 
 
 def test_stream_pass_without_history_equals_a_clips_first_frame():
-    """history=False (the weak prediction of history guidance): whatever the cache holds, the new
+    """history="without" (the weak prediction of history guidance): whatever the cache holds, the new
     frame sees only itself and its previous latent, exactly as the first frame of a training clip."""
     model = _randomise(build_dit("tiny", camera_warp_fov=70.0))
     B, h, w = 2, 4, 6
@@ -171,12 +171,15 @@ def test_stream_pass_without_history_equals_a_clips_first_frame():
     view = model.stream_view(cache, rows, first, 1, h, w)
     mods = model.modulations(model.condition(inp["noise_level"], inp["prev_level"], inp["buttons"], inp["camera"]))
     prev = model.warp_previous(inp["prev"], inp["camera"], inp["buttons"])
-    alone = model.forward_stream(inp["x"], prev, mods, view, append=False, history=False)
+    alone = model.forward_stream(inp["x"], prev, mods, view, append=False, history="without")
     torch.testing.assert_close(alone, _run(model, inp), rtol=1e-4, atol=1e-4)
     with_history = model.forward_stream(inp["x"], prev, mods, view, append=False)
     assert not torch.allclose(alone, with_history, atol=1e-3)  # the cache did matter to the usual pass
-    with pytest.raises(ValueError, match="without history"):
-        model.forward_stream(inp["x"], prev, mods, view, append=True, history=False)
+    both = model.forward_stream(inp["x"], prev, mods, view, append=False, history="both")  # one batch
+    torch.testing.assert_close(both, torch.cat([with_history, alone]), rtol=1e-5, atol=1e-5)
+    for bad in (dict(append=True, history="without"), dict(append=True, history="both")):
+        with pytest.raises(ValueError, match="only a pass with history"):
+            model.forward_stream(inp["x"], prev, mods, view, **bad)
 
 
 def _bins(yaw_bin: int, pitch_bin: int, B: int = 1, T: int = 1) -> torch.Tensor:

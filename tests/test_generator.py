@@ -231,6 +231,9 @@ def test_history_guidance_extrapolates_away_from_the_prediction_without_history(
     torch.testing.assert_close(latents[2.0] - latents[1.0], step, atol=1e-4, rtol=0)
     a, b = (_rollout(Generator(model, tok, GeneratorConfig(**cfg, guidance=1.5)), [0], 3) for _ in range(2))
     assert all(np.array_equal(x[0], y[0]) for x, y in zip(a, b))  # deterministic
+    reuse = dict(cfg, steps=2, context="reuse")  # the pass that fills the cache runs apart from its weak twin
+    c, d = (_rollout(Generator(model, tok, GeneratorConfig(**reuse, guidance=g)), [0], 3) for g in (1.5, 0.0))
+    assert not np.array_equal(c[-1][0], d[-1][0])
     for bad in (-0.5, 11.0, True):
         with pytest.raises(ValueError, match="guidance"):
             GeneratorConfig(guidance=bad)

@@ -158,6 +158,26 @@ def test_dream_backend_passes_its_context_mode_to_the_generator(tiny_checkpoint)
     assert int(trained.generator.frame_index[slot]) == frames_in_cache + 1
 
 
+def test_backend_options_reach_the_generator(tiny_checkpoint):
+    """What `play`, `serve` and `rollout` take on the command line ends up in the generator."""
+    import argparse
+
+    from simulator.serve.cli import add_backend_arguments, make_backend
+
+    parser = argparse.ArgumentParser()
+    add_backend_arguments(parser)
+    threads = torch.get_num_threads()
+    try:
+        backend = make_backend(parser.parse_args(["--checkpoint", str(tiny_checkpoint), "--guidance", "1.5",
+                                                  "--steps", "3", "--sample-seed", "4", "--threads", "1"]))
+    finally:
+        torch.set_num_threads(threads)
+    config = backend.generator.config
+    assert (config.guidance, config.steps, config.seed, config.context) == (1.5, 3, 4, "reuse")
+    plain = make_backend(parser.parse_args(["--checkpoint", str(tiny_checkpoint), "--threads", str(threads)]))
+    assert plain.generator.config.guidance == 0.0  # the checkpoint's (none saved: off)
+
+
 def test_dream_backend_abandons_a_step_without_a_trace(tiny_checkpoint):
     """DreamBackend.step(abort=...) hands the generator's abort through: an abandoned step returns
     None and keeps the slot's frame; the stream then goes on as if it had not been asked for."""

@@ -362,37 +362,51 @@ class DiT(nn.Module):
         return [block.adaLN(cond) for block in self.blocks] + [self.final_adaLN(cond)]
 
     def forward_stream(self, x: torch.Tensor, prev: torch.Tensor, mods: list[torch.Tensor], view: StreamView,
-                       append: bool, history: bool = True) -> torch.Tensor:
+                       append: bool, history: str = "with") -> torch.Tensor:
         """One pass of the streaming path: x, prev [B, T, C, h, w] (prev already through
         `warp_previous`); mods from `modulations` for this pass ([B, T, .] each); view from
         `stream_view`. -> clean-latent prediction [B, T, C, h, w].
 
-        history=False: the chunk attends to itself only, not to the cache (as the first chunk of a
-        training clip, which has its previous latent but no earlier frames); it cannot append."""
+        history "without": the chunk attends to itself only, not to the cache (as the first chunk of
+        a training clip, which has its previous latent but no earlier frames). "both": both passes
+        in one batch (on a CPU the streaming pass is bound by per-op overhead, so the second costs
+        little) -> [2B, T, C, h, w], the usual predictions first. Only "with" can append."""
+        if history not in ("with", "without", "both"):
+            raise ValueError(f"history must be 'with', 'without' or 'both', got {history!r}")
         self._check_latents(x)
         B, T, C, h, w = x.shape
         if T != view.frames:
             raise ValueError(f"chunk of {T} frames, the stream view was made for {view.frames}")
-        if append and not history:
-            raise ValueError("a pass without history cannot append to the cache")
+        if append and history != "with":
+            raise ValueError("only a pass with history appends to the cache")
         N = view.cache.frame_tokens
         slots = view.cache.slots(view.rows, T * N) if append else None
 
         def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            if not history:
+            if history == "without":
                 return block_causal_attention(q, k, v, frame_tokens=N, chunk_frames=self.cfg.chunk_frames)
+            if history == "both":
+                (q, q_alone), (k, k_alone), (v, v_alone) = q.chunk(2), k.chunk(2), v.chunk(2)
             k_cache, v_cache = view.layers[layer]
             out = cached_attention(q, k, v, k_cache.to(q.dtype), v_cache.to(q.dtype),
                                    cache_start=view.start, cache_len=view.length)
             if append:
                 view.cache.update(layer, view.rows, slots, k, v)
+            if history == "both":
+                alone = block_causal_attention(q_alone, k_alone, v_alone, frame_tokens=N,
+                                               chunk_frames=self.cfg.chunk_frames)
+                out = torch.cat([out, alone])
             return out
 
         if T > 1:  # per frame -> per token; a one-frame chunk broadcasts its single row
             mods = [m[:, view.token_frame] for m in mods]
+        cos, sin = view.cos, view.sin
+        if history == "both":
+            x, prev = torch.cat([x, x]), torch.cat([prev, prev])
+            mods, cos, sin = [torch.cat([m, m]) for m in mods], torch.cat([cos, cos]), torch.cat([sin, sin])
         tokens = self.embed(x, prev)
         for block, mod in zip(self.blocks, mods):
-            tokens = block.modulated(tokens, mod, view.cos, view.sin, attend)
+            tokens = block.modulated(tokens, mod, cos, sin, attend)
         shift, scale = mods[-1].chunk(2, dim=-1)
         out = self.final_linear(modulate(self.final_norm(tokens), shift, scale))
         if append:

@@ -243,11 +243,16 @@ class Generator:
                     if abort is not None and 2 * i < len(levels) and abort():
                         raise _Abandoned
                     mod = [m[:, i:i + 1] for m in mods]
-                    pred = self._model.forward_stream(x, prev_in, mod, view, append=reuse and i == len(levels) - 1).float()
-                    if self.config.guidance:
-                        weak = self._model.forward_stream(x, prev_in, mod, view, append=False, history=False).float()
-                        pred = pred + self.config.guidance * (pred - weak)
-                    return pred
+                    last = i == len(levels) - 1
+                    if not self.config.guidance:
+                        return self._model.forward_stream(x, prev_in, mod, view, append=reuse and last).float()
+                    if reuse and last:  # the pass whose keys/values the cache keeps runs on its own
+                        pred = self._model.forward_stream(x, prev_in, mod, view, append=True).float()
+                        weak = self._model.forward_stream(x, prev_in, mod, view, append=False, history="without").float()
+                    else:
+                        pred, weak = self._model.forward_stream(x, prev_in, mod, view, append=False,
+                                                                history="both").float().chunk(2)
+                    return pred + self.config.guidance * (pred - weak)
 
                 x0 = sample(denoise, self._noise(rows), self.config.steps, eta=self.config.eta,
                             shift=self.config.shift, draw=lambda: self._noise(rows))  # [B, 1, C, h, w]

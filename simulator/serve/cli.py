@@ -37,6 +37,10 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device for the model (cpu, cuda)")
     parser.add_argument("--sample-seed", type=int, help="seed of the model's sampling noise")
     parser.add_argument("--steps", type=int, help="denoising steps per frame (default: the checkpoint's)")
+    parser.add_argument("--guidance", type=float,
+                        help="history guidance weight: each denoising pass is pushed away from the same pass without "
+                             "the earlier frames; sharper dreamed frames for lower PSNR (docs/evaluation.md, "
+                             "'History guidance'; default: the checkpoint's, 0 = off)")
     parser.add_argument("--context",
                         help="how a finished frame enters the model's cache: the last denoising pass's keys/values "
                              "('reuse', the default for live play: one pass less per tick) or its own pass ('pass', "
@@ -74,8 +78,8 @@ def make_backend(args: argparse.Namespace) -> Backend | None:
         torch.set_num_threads(args.threads or default_threads())
     preset = DREAM_PRESETS["gpu" if args.device.startswith("cuda") else "cpu"]
     config = dataclasses.replace(preset, device=args.device, max_sessions=args.max_sessions or preset.max_sessions)
-    overrides = {k: v for k, v in (("seed", args.sample_seed), ("steps", args.steps), ("context", args.context))
-                 if v is not None}
+    overrides = {k: v for k, v in (("seed", args.sample_seed), ("steps", args.steps), ("context", args.context),
+                                   ("guidance", args.guidance)) if v is not None}
     return DreamBackend.from_checkpoint(args.checkpoint, config, **overrides)
 
 
