@@ -97,6 +97,9 @@ def test_report_markdown_and_pictures(report):
         assert img.ndim == 3 and img.std() > 5, name  # something was drawn
     grid = load_png(out / "sharpness.png")
     assert grid.shape[0] > grid.shape[1]  # 2 episodes x (true, tokenizer, generated) rows, 2 horizon columns
+    assert "(stability_frames.png)" in md
+    long = load_png(out / "stability_frames.png")  # engine and model rows per long rollout, up to its last frame
+    assert long.std() > 5 and long.shape[1] > long.shape[0]
 
 
 def test_trained_seeds_are_refused(checkpoints, tmp_path):

@@ -77,6 +77,14 @@ def _picture_frames(rollouts: Rollouts, tokenizer, episodes: int = 2) -> dict:
             "reconstructed": reconstruct(tokenizer, true) if tokenizer is not None else None}
 
 
+def _long_rollout_frames(rollouts: Rollouts, columns: int = 7) -> dict:
+    """For the stability picture: engine and model frames of each long rollout at `columns` horizons
+    spread from the first generated frame to the last (issue 4: frames from a long rollout's end)."""
+    T = rollouts.horizon
+    hs = sorted({int(round(h)) for h in np.linspace(1, T, columns)})
+    return {"horizons": hs, "engine": rollouts.true[:, hs], "model": rollouts.generated[:, hs]}
+
+
 def _train_steps(config: dict) -> int | None:
     """All the steps a checkpoint was trained for, warm starts (`init_steps`) included."""
     steps = config.get("train_steps", config.get("steps"))
@@ -127,7 +135,8 @@ def run_evaluation(predictor: Predictor, checkpoint: str, checkpoint_config: dic
     results["stability"] = stability(long_rolls, idm, STABILITY_PRESETS[c.stability_preset])
     results["speed"] = _speed(long_rolls)
     results["issue8"] = issue8_targets(results)
-    pictures = {"sharpness": _picture_frames(rolls, tokenizer), "probes": probe_frames}
+    pictures = {"sharpness": _picture_frames(rolls, tokenizer), "probes": probe_frames,
+                "long_rollout": _long_rollout_frames(long_rolls)}
     return results, pictures
 
 

@@ -129,6 +129,13 @@ def _pictures(pictures: dict, out: Path, model_label: str) -> dict[str, Path]:
     grid = image_grid(rows, labels, [f"horizon {h}" for h in pic["horizons"]])
     paths["sharpness"] = out / "sharpness.png"
     grid.save(paths["sharpness"])
+    long = pictures["long_rollout"]
+    rows, labels = [], []
+    for e in range(len(long["engine"])):
+        rows += [list(long["engine"][e]), list(long["model"][e])]
+        labels += [f"ep {e} engine", f"ep {e} {model_label}"]
+    paths["stability_frames"] = out / "stability_frames.png"
+    image_grid(rows, labels, [f"frame {h}" for h in long["horizons"]]).save(paths["stability_frames"])
     for name, frames in pictures["probes"].items():
         S = len(frames["engine"])
         cols = sorted({0, S // 4, S // 2, 3 * S // 4, S - 1})
@@ -251,7 +258,9 @@ def _stability_md(r: dict, charts: list[str]) -> list[str]:
     lines += [markdown_table(["frames", "sharp model", "sharp engine", "motion model", "motion engine", "colour drift",
                               "FD", "flags"], rows), ""]
     onset = ", ".join(f"{k}: {'never' if v is None else f'from frame {v}'}" for k, v in s["collapse_onset"].items())
-    lines += [f"Collapse onset: {onset}.", ""] + [f"![{c}]({c}.png)" for c in charts] + [""]
+    lines += [f"Collapse onset: {onset}.", "", "Frames of the long rollouts, engine above model, from the first "
+              "generated frame to the last:", "", "![long rollouts](stability_frames.png)", ""]
+    lines += [f"![{c}]({c}.png)" for c in charts] + [""]
     return lines
 
 
