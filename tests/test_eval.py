@@ -76,7 +76,7 @@ def test_metrics_json_holds_every_figure(report):
     stab = m["stability"]
     assert len(stab["series"]["model"]["sharpness"]) == 33 and stab["windows"]
     assert all(_finite(w["fd"]) for w in stab["windows"])
-    assert set(stab["collapse_onset"]) == {"blur", "frozen", "colour_drift"}
+    assert set(stab["collapse_onset"]) == {"blur", "frozen", "colour_drift", "flat"}
     assert m["speed"]["frames_per_second"] > 0
     for key in ("generated_sharpness_ratio_min", "tokenizer_sharpness_ratio", "generated_fd_max_over_tokenizer_fd"):
         assert _finite(m["issue8"][key]), key

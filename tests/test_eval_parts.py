@@ -101,9 +101,10 @@ def test_stability_flags_collapse(episodes, idm):
     blurred = stability(Rollouts(true, grey, rolls.actions, rolls.seeds), idm, cfg)
     drifted = stability(Rollouts(true, dark, rolls.actions, rolls.seeds), idm, cfg)
     same = stability(Rollouts(true, true.copy(), rolls.actions, rolls.seeds), idm, cfg)
-    assert blurred["collapse_onset"]["blur"] == 1
+    assert blurred["collapse_onset"]["blur"] == 1 and blurred["collapse_onset"]["flat"] == 1  # one colour per frame
     assert drifted["collapse_onset"]["colour_drift"] == 1 and drifted["collapse_onset"]["blur"] is None
-    assert same["collapse_onset"] == {"blur": None, "frozen": None, "colour_drift": None}
+    assert drifted["collapse_onset"]["flat"] is None and frozen["collapse_onset"]["flat"] is None
+    assert same["collapse_onset"] == {"blur": None, "frozen": None, "colour_drift": None, "flat": None}
     assert all(w["fd"] == pytest.approx(0.0, abs=1e-6) for w in same["windows"])
     assert all(w["fd"] > 0 for w in blurred["windows"])
 

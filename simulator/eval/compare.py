@@ -26,6 +26,14 @@ def _at_horizon(key: str, horizon: int) -> Callable[[dict], float]:
     return lambda metrics: _rollout(metrics, key)[horizon - 1]
 
 
+def _late_contrast(metrics: dict) -> float:
+    """The long rollouts' contrast (spatial colour std) over their second half, as a share of the engine's."""
+    series = metrics["stability"]["series"]
+    model, engine = (np.asarray(series[k]["colour_std"], dtype=float).mean(axis=1) for k in ("model", "engine"))
+    half = len(model) // 2
+    return float(model[half:].mean() / engine[half:].mean())
+
+
 # (column, how to read it from a metrics.json)
 FIGURES: list[tuple[str, Callable[[dict], float]]] = [
     ("TF PSNR", lambda m: m["teacher_forced"]["model"]["psnr"]),
@@ -38,6 +46,8 @@ FIGURES: list[tuple[str, Callable[[dict], float]]] = [
     ("IDM first 64", lambda m: m["control"]["first_64"]["generated"]["action"]),
     ("yaw slope", lambda m: m["camera"]["methods"]["model"]["all"]["yaw"]["slope"]),
     ("colour drift from", lambda m: m["stability"]["collapse_onset"]["colour_drift"]),
+    ("flat from", lambda m: m["stability"]["collapse_onset"]["flat"]),
+    ("long contrast", _late_contrast),
 ]
 
 

@@ -252,11 +252,12 @@ def _stability_md(r: dict, charts: list[str]) -> list[str]:
     s = r["stability"]
     lines = ["## 5. Stability", "", f"{s['episodes']} rollout(s) of {s['horizon']} frames.", ""]
     rows = [[f"{w['start']}-{w['end']}", _f(w["sharpness_model"]), _f(w["sharpness_engine"]), _f(w["motion_model"]),
-             _f(w["motion_engine"]), _f(w["colour_drift"]), _f(w.get("fd")),
-             ", ".join(k for k in ("blur", "frozen") if w[k]) + (" colour drift" if w["colour_drift_flag"] else "")]
+             _f(w["motion_engine"]), _f(w.get("contrast_model")), _f(w.get("contrast_engine")), _f(w["colour_drift"]),
+             _f(w.get("fd")),
+             ", ".join([k for k in ("blur", "frozen", "flat") if w.get(k)] + (["colour drift"] if w["colour_drift_flag"] else []))]
             for w in s["windows"]]
-    lines += [markdown_table(["frames", "sharp model", "sharp engine", "motion model", "motion engine", "colour drift",
-                              "FD", "flags"], rows), ""]
+    lines += [markdown_table(["frames", "sharp model", "sharp engine", "motion model", "motion engine", "contrast model",
+                              "contrast engine", "colour drift", "FD", "flags"], rows), ""]
     onset = ", ".join(f"{k}: {'never' if v is None else f'from frame {v}'}" for k, v in s["collapse_onset"].items())
     lines += [f"Collapse onset: {onset}.", "", "Frames of the long rollouts, engine above model, from the first "
               "generated frame to the last:", "", "![long rollouts](stability_frames.png)", ""]

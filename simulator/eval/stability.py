@@ -7,7 +7,10 @@ sliding windows: a Frechet distance between the model's and the engine's frame d
 collapse flags, each against the engine over the same window:
 - blur: the model's sharpness falls below `blur_ratio` of the engine's;
 - frozen: the model barely changes between frames while the engine clearly does;
-- colour drift: a channel's mean moves more than `drift_levels` away from the engine's.
+- colour drift: a channel's mean moves more than `drift_levels` away from the engine's;
+- flat: the picture loses its contrast (the spatial standard deviation of its colours falls below
+  `flat_ratio` of the engine's): the fog of one colour that an autoregressive model can settle into,
+  which moves just enough not to count as frozen.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from simulator.eval.idm import InverseDynamics
 from simulator.eval.metrics import frechet_distance, sharpness
 from simulator.eval.rollouts import Rollouts
 
-FLAGS: tuple[str, ...] = ("blur", "frozen", "colour_drift")
+FLAGS: tuple[str, ...] = ("blur", "frozen", "colour_drift", "flat")
 
 
 @dataclass
@@ -32,6 +35,7 @@ class StabilityConfig:
     frozen_motion: float = 0.5  # frozen: model's mean |frame change| (0..255) below this...
     frozen_engine_motion: float = 2.0  # ...while the engine's is above this
     drift_levels: float = 25.0  # colour drift: |model channel mean - engine channel mean| above this (0..255)
+    flat_ratio: float = 0.25  # flat: model colour std (mean over channels) < this x the engine's over the window
 
 
 STABILITY_PRESETS: dict[str, StabilityConfig] = {
@@ -64,11 +68,13 @@ def stability(rollouts: Rollouts, idm: InverseDynamics | None, config: Stability
         sharp_m, sharp_e = (float(per[k]["sharpness"][start:end].mean()) for k in ("model", "engine"))
         motion_m, motion_e = (float(per[k]["motion"][start:end].mean()) for k in ("model", "engine"))
         drift = np.abs(per["model"]["colour_mean"][start:end].mean(0) - per["engine"]["colour_mean"][start:end].mean(0))
+        contrast_m, contrast_e = (float(per[k]["colour_std"][start:end].mean()) for k in ("model", "engine"))
         w.update(sharpness_model=sharp_m, sharpness_engine=sharp_e, motion_model=motion_m, motion_engine=motion_e,
-                 colour_drift=float(drift.max()))
+                 colour_drift=float(drift.max()), contrast_model=contrast_m, contrast_engine=contrast_e)
         w["blur"] = sharp_m < config.blur_ratio * sharp_e
         w["frozen"] = motion_m < config.frozen_motion and motion_e > config.frozen_engine_motion
         w["colour_drift_flag"] = bool(drift.max() > config.drift_levels)
+        w["flat"] = contrast_m < config.flat_ratio * contrast_e
         if idm is not None:
             w["fd"] = frechet_distance(pair_features(idm, *transitions(gen, start, end - 1)),
                                        pair_features(idm, *transitions(true, start, end - 1)))
