@@ -237,6 +237,22 @@ def test_history_guidance_extrapolates_away_from_the_prediction_without_history(
     for bad in (-0.5, 11.0, True):
         with pytest.raises(ValueError, match="guidance"):
             GeneratorConfig(guidance=bad)
+    with pytest.raises(ValueError, match="guidance_above"):
+        GeneratorConfig(guidance=1.0, guidance_above=1.0)
+
+
+def test_guidance_interval_guides_only_the_passes_above_its_level():
+    model, tok = _parts()
+    frames, actions = _context()
+    gen = Generator(model, tok, GeneratorConfig(resolution=(16, 16), window_frames=4, steps=4, precision="fp32",
+                                                guidance=2.0, guidance_above=0.3))  # levels 1, 0.75, 0.5, 0.25
+    calls = []
+    forward = gen._model.forward_stream
+    gen._model.forward_stream = lambda *a, **kw: calls.append(kw.get("history", "with")) or forward(*a, **kw)
+    gen.start(0, frames, actions)
+    calls.clear()
+    gen.step({0: NOOP})
+    assert calls == ["both", "both", "both", "with"]
 
 
 def test_detail_gate_keeps_detail_where_the_picture_stays_and_drops_it_where_it_changes():

@@ -75,6 +75,9 @@ class GeneratorConfig:
     # that one: x0 + guidance * (x0 - x0_without_history). Sharper frames at every horizon for
     # lower PSNR (docs/evaluation.md, "History guidance"); 0 = off, one pass per sampler step
     guidance: float = 0.0
+    # ... only in the passes that start from a noise level above this (a guidance interval: the
+    # structure of the frame is decided at high levels, its fine detail at low ones); 0 = every pass
+    guidance_above: float = 0.0
 
     def __post_init__(self) -> None:
         self.resolution = (int(self.resolution[0]), int(self.resolution[1]))
@@ -86,6 +89,8 @@ class GeneratorConfig:
             raise ValueError(f"reencode must be a share within [0, 1], got {self.reencode!r}")
         if isinstance(self.guidance, bool) or not 0.0 <= self.guidance <= 10.0:
             raise ValueError(f"guidance must be a weight within [0, 10] (0: off), got {self.guidance!r}")
+        if not 0.0 <= self.guidance_above < 1.0:
+            raise ValueError(f"guidance_above is a noise level within [0, 1), got {self.guidance_above!r}")
         if self.context not in CONTEXT_MODES:
             raise ValueError(f"generator context {self.context!r} is not one of {', '.join(CONTEXT_MODES)}")
         if self.context == "reuse" and self.steps < 2:
@@ -244,7 +249,7 @@ class Generator:
                         raise _Abandoned
                     mod = [m[:, i:i + 1] for m in mods]
                     last = i == len(levels) - 1
-                    if not self.config.guidance:
+                    if not self.config.guidance or t <= self.config.guidance_above:
                         return self._model.forward_stream(x, prev_in, mod, view, append=reuse and last).float()
                     if reuse and last:  # the pass whose keys/values the cache keeps runs on its own
                         pred = self._model.forward_stream(x, prev_in, mod, view, append=True).float()
