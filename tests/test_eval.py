@@ -80,6 +80,11 @@ def test_metrics_json_holds_every_figure(report):
     assert m["speed"]["frames_per_second"] > 0
     for key in ("generated_sharpness_ratio_min", "tokenizer_sharpness_ratio", "generated_fd_max_over_tokenizer_fd"):
         assert _finite(m["issue8"][key]), key
+    behind = m["issue8"]["first_horizon_behind_copy_last"]  # consistent with the per-horizon figures
+    model, copy = (m["rollout"]["methods"][k]["psnr_mean"] for k in ("model", "copy-last"))
+    assert m["issue8"]["beats_copy_last_at_every_horizon"] == (behind is None) == all(a > b for a, b in zip(model, copy))
+    if behind is not None:
+        assert model[behind - 1] <= copy[behind - 1] and all(a > b for a, b in zip(model[:behind - 1], copy))
 
 
 def test_report_markdown_and_pictures(report):
