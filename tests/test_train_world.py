@@ -192,3 +192,36 @@ def test_ddp_gloo_replicas_stay_identical(tmp_path):
     a, b = result["replicas"]
     assert torch.equal(a, b), f"replicas differ by up to {(a - b).abs().max():.3g}"
     assert not torch.equal(a, result["start"]), "training did not change the weights"
+
+
+def test_energy_score_rewards_drawing_a_future_over_painting_their_mean():
+    from simulator.train.world_trainer import energy_score
+
+    truth = torch.tensor([-1.0, 1.0]).repeat(500).view(-1, 1, 1, 1, 1)  # two futures, equally likely
+    mean = torch.zeros_like(truth)
+    a, b = (torch.randint(0, 2, truth.shape, generator=torch.Generator().manual_seed(s)).float() * 2 - 1 for s in (1, 2))
+    assert energy_score(mean, mean, truth).mean() == pytest.approx(1.0, abs=1e-3)
+    assert energy_score(a, b, truth).mean() == pytest.approx(0.5, abs=0.06)  # draws from the true distribution
+    assert float(energy_score(truth, truth, truth).max()) < 1e-3
+
+
+def test_energy_score_objective_draws_twice_and_mixes_with_the_x0_loss(one_thread):
+    from simulator.diffusion import loss_weight
+    from simulator.train.world_trainer import energy_score
+
+    batch = _episodes().sampler(clip_frames=4, seed=2).batch(6)
+    trainer = _trainer()
+    trainer.cfg = replace(trainer.cfg, energy_score=0.25)
+    pred, x0, level = trainer.predict(batch)
+    assert pred.shape == (12, *x0.shape[1:])  # the clips twice, from independent noise
+    first, second = pred.float().chunk(2)
+    assert not torch.allclose(first, second)
+    weight = loss_weight(level, trainer.diffusion)
+    expected = 0.75 * (weight * (first - x0).pow(2).mean(dim=(2, 3, 4))).mean() \
+        + 0.25 * (weight * energy_score(first, second, x0)).mean()
+    torch.testing.assert_close(trainer.diffusion_loss(pred, x0, level), expected)
+    one = _episodes(E=1, T=5).sampler(clip_frames=4, seed=0).batch(4)  # and a step still learns a clip
+    trainer.cfg = replace(trainer.cfg, energy_score=1.0)
+    first_losses = [trainer.train_step(one)["loss"] for _ in range(5)]
+    last = [trainer.train_step(one)["loss"] for _ in range(95)][-5:]
+    assert sum(last) < 0.5 * sum(first_losses), (first_losses, last)

@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adv-weight", type=float, default=None,
                         help="weight of the patch-GAN term on the decoded predictions (default 0: off; "
                              "docs/training.md, 'A discriminator for the world model')")
+    parser.add_argument("--energy-score", type=float, default=None,
+                        help="share of the objective given to the energy score of two draws (0-1; default 0: the x0 "
+                             "loss alone; docs/training.md, 'The energy score')")
     parser.add_argument("--walk-zoom", type=float, default=None,
                         help="also enlarge the previous latent by this factor per tick of walking forward (e.g. "
                              "0.015; a fresh or --init run; docs/training.md, 'The walk zoom')")
@@ -90,9 +93,12 @@ def _train_config(args: argparse.Namespace, saved: dict | None = None) -> TrainC
             cfg = replace(cfg, adv_previous=False)  # saved before the pairs: its discriminator judges frames alone
     overrides = {"max_steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every,
                  "self_context": args.self_context, "adv_weight": args.adv_weight, "walk_zoom": args.walk_zoom,
+                 "energy_score": args.energy_score,
                  "context_max": args.context_max, "context_noise": args.context_noise}
     if args.self_context is not None and not 0.0 <= args.self_context <= 1.0:
         raise SystemExit(f"--self-context {args.self_context} is not a share in [0, 1]")
+    if args.energy_score is not None and not 0.0 <= args.energy_score <= 1.0:
+        raise SystemExit(f"--energy-score {args.energy_score} is not a share in [0, 1]")
     if args.adv_weight is not None and args.adv_weight < 0:
         raise SystemExit(f"--adv-weight {args.adv_weight} must be >= 0")
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

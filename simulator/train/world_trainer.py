@@ -74,6 +74,11 @@ class TrainConfig:
     context_max: float = DiffusionConfig.context_max
     context_noise: float = DiffusionConfig.context_noise
     disc_lr: float = 2e-4
+    # share of the objective given to the energy score (0 = the x0 loss alone, 1 = the energy score
+    # alone): each clip is predicted twice from independent noise, and the score rewards predictions
+    # near the truth but apart from each other, so the network draws one of the possible frames where
+    # the x0 loss makes it paint their average (see energy_score below)
+    energy_score: float = 0.0
     seed: int = 0
 
     def diffusion(self) -> DiffusionConfig:
@@ -92,6 +97,18 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "gpu": TrainConfig(model="gpu", clip_frames=16, batch_size=64, lr=2e-4, warmup_steps=1000,
                        ema_decay=0.9995, save_every=1000, eval_every=2000),
 }
+
+
+def energy_score(first: torch.Tensor, second: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Per-frame energy score [B, T] of two independent predictions [B, T, C, h, w] of the truth:
+    (|a - x| + |b - x|) / 2 - |a - b| / 2, distances as root-mean-square over (C, h, w). A strictly
+    proper scoring rule (Gneiting and Raftery 2007): its expectation is lowest when the predictions
+    are drawn from the true conditional distribution, not at its mean (the mean of a spread of futures
+    pays the first term and earns nothing from the second)."""
+    def rms(d: torch.Tensor) -> torch.Tensor:
+        return d.pow(2).mean(dim=(2, 3, 4)).add(1e-8).sqrt()
+
+    return 0.5 * (rms(first - truth) + rms(second - truth)) - 0.5 * rms(first - second)
 
 
 class WorldTrainer:
@@ -129,11 +146,18 @@ class WorldTrainer:
         return self.diffusion_loss(pred, x0, level)
 
     def diffusion_loss(self, pred: torch.Tensor, x0: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """The weighted x0 loss; with `energy_score`, pred holds the two draws [2B, ...] (x0 and level [B, ...])."""
+        w = self.cfg.energy_score
+        if w > 0:
+            first, second = pred.float().chunk(2)
+            x0_loss = (loss_weight(level, self.diffusion) * (first - x0).pow(2).mean(dim=(2, 3, 4))).mean()
+            return (1 - w) * x0_loss + w * (loss_weight(level, self.diffusion) * energy_score(first, second, x0)).mean()
         per_frame = (pred.float() - x0).pow(2).mean(dim=(2, 3, 4))  # [B, T]
         return (loss_weight(level, self.diffusion) * per_frame).mean()
 
     def predict(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The training pass: (predicted clean latents, true ones [B, T, C, h, w], noise levels [B, T])."""
+        """The training pass: (predicted clean latents, true ones [B, T, C, h, w], noise levels [B, T]).
+        With `energy_score` the clips run twice in one batch, from independent noise: predictions [2B, ...]."""
         dev, g = self.info.device, self.noise_rng
         latents = batch["latents"].to(dev)
         x0, prev = latents[:, 1:], latents[:, :-1]  # targets and their previous frames, [B, T, C, h, w]
@@ -141,14 +165,19 @@ class WorldTrainer:
         buttons, camera = batch["buttons"][:, 1:].to(dev), batch["camera"][:, 1:].to(dev)
         level = sample_levels((B, T), self.diffusion, g, dev)  # [B, T], independent per frame
         prev_level = sample_context_levels((B, T), self.diffusion, g, dev)
-        noise = torch.randn(x0.shape, generator=g, device=dev)
-        prev_noise = torch.randn(x0.shape, generator=g, device=dev)
+        draws = 2 if self.cfg.energy_score > 0 else 1
+        noise = torch.randn((draws * B, *x0.shape[1:]), generator=g, device=dev)
+        prev_noise = torch.randn((draws * B, *x0.shape[1:]), generator=g, device=dev)
         inputs = x0
         if self.cfg.self_context > 0:
             inputs, prev = self.own_context(x0, prev, buttons, camera)
+        if draws == 2:
+            inputs, prev = torch.cat([inputs, inputs]), torch.cat([prev, prev])
+            buttons, camera = torch.cat([buttons, buttons]), torch.cat([camera, camera])
+        levels, prev_levels = level.repeat(draws, 1), prev_level.repeat(draws, 1)
         with autocast(dev, self.bf16):
-            pred = self.net(add_noise(inputs, level, noise), add_noise(prev, prev_level, prev_noise), level,
-                            prev_level, buttons, camera)
+            pred = self.net(add_noise(inputs, levels, noise), add_noise(prev, prev_levels, prev_noise), levels,
+                            prev_levels, buttons, camera)
         return pred, x0, level
 
     def judged(self, pred: torch.Tensor, latents: torch.Tensor, level: torch.Tensor
@@ -204,7 +233,8 @@ class WorldTrainer:
         pred, x0, level = self.predict(batch)
         loss = self.diffusion_loss(pred, x0, level)
         logs = {"loss": all_mean(float(loss.detach()), self.info)}
-        frames = self.judged(pred, batch["latents"].to(self.info.device), level) if self.disc is not None else None
+        first = pred[:len(x0)]  # with the energy score, the first of the two draws
+        frames = self.judged(first, batch["latents"].to(self.info.device), level) if self.disc is not None else None
         if frames is not None and self.disc_steps >= self.cfg.adv_warmup:
             with autocast(self.info.device, self.bf16):
                 g_adv = hinge_g_loss(self.disc(frames[0]).float())
