@@ -134,19 +134,25 @@ def test_presets_table():
         build_dit("huge")
 
 
-def test_stream_passes_with_shared_modulations_equal_forward_cached():
-    """The generator's tick: one stream view and the adaLN modulations of all passes computed at
-    once, then sliced per pass, give what separate forward_cached calls give."""
-    model = _randomise(build_dit("tiny"))
-    B, h, w, levels = 2, 4, 6, [1.0, 0.6, 0.3]
+def _primed_stream(model, B: int = 2, h: int = 4, w: int = 6):
+    """One new frame's inputs [B, 1, ...] against a cache already holding two frames at positions 1-2:
+    (inputs, cache, rows, first frame [B] = 3, the tick's stream view)."""
     inp = _inputs(B, 1, 4, h, w)
     rows, first = torch.arange(B), torch.full((B,), 3)
     cache = model.new_cache(B, 4, (h // 2) * (w // 2), "cpu")
     prime = _inputs(B, 2, 4, h, w, seed=5)
     model.forward_cached(prime["x"], prime["prev"], prime["noise_level"], prime["prev_level"], prime["buttons"],
                          prime["camera"], cache=cache, rows=rows, first_frame=torch.full((B,), 1), append=True)
-    view = model.stream_view(cache, rows, first, 1, h, w)
-    P = len(levels)
+    return inp, cache, rows, first, model.stream_view(cache, rows, first, 1, h, w)
+
+
+def test_stream_passes_with_shared_modulations_equal_forward_cached():
+    """The generator's tick: one stream view and the adaLN modulations of all passes computed at
+    once, then sliced per pass, give what separate forward_cached calls give."""
+    model = _randomise(build_dit("tiny"))
+    levels = [1.0, 0.6, 0.3]
+    inp, cache, rows, first, view = _primed_stream(model)
+    B, P = len(rows), len(levels)
     mods = model.modulations(model.condition(torch.tensor(levels).expand(B, P), inp["prev_level"].expand(B, P),
                                              inp["buttons"].expand(B, P, -1), inp["camera"].expand(B, P, -1)))
     for i, level in enumerate(levels):
@@ -161,14 +167,7 @@ def test_stream_pass_without_history_equals_a_clips_first_frame():
     """history="without" (the weak prediction of history guidance): whatever the cache holds, the new
     frame sees only itself and its previous latent, exactly as the first frame of a training clip."""
     model = _randomise(build_dit("tiny", camera_warp_fov=70.0))
-    B, h, w = 2, 4, 6
-    inp = _inputs(B, 1, 4, h, w)
-    rows, first = torch.arange(B), torch.full((B,), 3)
-    cache = model.new_cache(B, 4, (h // 2) * (w // 2), "cpu")
-    prime = _inputs(B, 2, 4, h, w, seed=5)
-    model.forward_cached(prime["x"], prime["prev"], prime["noise_level"], prime["prev_level"], prime["buttons"],
-                         prime["camera"], cache=cache, rows=rows, first_frame=torch.full((B,), 1), append=True)
-    view = model.stream_view(cache, rows, first, 1, h, w)
+    inp, cache, rows, first, view = _primed_stream(model)
     mods = model.modulations(model.condition(inp["noise_level"], inp["prev_level"], inp["buttons"], inp["camera"]))
     prev = model.warp_previous(inp["prev"], inp["camera"], inp["buttons"])
     alone = model.forward_stream(inp["x"], prev, mods, view, append=False, history="without")

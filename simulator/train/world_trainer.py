@@ -147,13 +147,12 @@ class WorldTrainer:
 
     def diffusion_loss(self, pred: torch.Tensor, x0: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         """The weighted x0 loss; with `energy_score`, pred holds the two draws [2B, ...] (x0 and level [B, ...])."""
-        w = self.cfg.energy_score
-        if w > 0:
-            first, second = pred.float().chunk(2)
-            x0_loss = (loss_weight(level, self.diffusion) * (first - x0).pow(2).mean(dim=(2, 3, 4))).mean()
-            return (1 - w) * x0_loss + w * (loss_weight(level, self.diffusion) * energy_score(first, second, x0)).mean()
-        per_frame = (pred.float() - x0).pow(2).mean(dim=(2, 3, 4))  # [B, T]
-        return (loss_weight(level, self.diffusion) * per_frame).mean()
+        w, weight = self.cfg.energy_score, loss_weight(level, self.diffusion)  # weight [B, T]
+        first, second = pred.float().chunk(2) if w > 0 else (pred.float(), None)
+        x0_loss = (weight * (first - x0).pow(2).mean(dim=(2, 3, 4))).mean()
+        if w == 0:
+            return x0_loss
+        return (1 - w) * x0_loss + w * (weight * energy_score(first, second, x0)).mean()
 
     def predict(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The training pass: (predicted clean latents, true ones [B, T, C, h, w], noise levels [B, T]).
