@@ -208,6 +208,19 @@ def test_camera_warp_shifts_the_previous_latent_as_a_pinhole_camera_turns():
     assert torch.equal(build_dit("tiny").warp_previous(prev, _bins(yaw_bin, pitch_bin), still), prev)  # warp off
 
 
+def test_warp_padding_zeros_leaves_nothing_to_copy_where_the_picture_moves_in():
+    """Turning right moves the picture left: the right edge columns come from outside the old frame.
+    "border" repeats the old edge there; "zeros" leaves zeros; inside, both are the same warp."""
+    prev = 1.0 + torch.rand(1, 1, 4, 12, 16, generator=torch.Generator().manual_seed(0))  # no zeros of its own
+    turn, still = _bins(CAMERA_BINS - 1, CAMERA_BINS // 2), torch.zeros(1, 1, BUTTON_DIM)
+    border = build_dit("tiny", camera_warp_fov=70.0).warp_previous(prev, turn, still)[0, 0]
+    zeros = build_dit("tiny", camera_warp_fov=70.0, warp_padding="zeros").warp_previous(prev, turn, still)[0, 0]
+    assert (border[..., -1].abs() > 0.9).all() and (zeros[..., -1] == 0).all()
+    torch.testing.assert_close(zeros[..., :4], border[..., :4], rtol=0, atol=1e-6)  # content that stays
+    with pytest.raises(ValueError, match="warp_padding"):
+        build_dit("tiny", warp_padding="reflect")
+
+
 def test_fresh_model_with_camera_warp_is_copy_warped_last_frame():
     model = build_dit("tiny", camera_warp_fov=70.0).eval()
     inp = _inputs(2, 3, 4, 8, 8)

@@ -82,13 +82,16 @@ def test_resume_keeps_the_saved_recipe_unless_overridden(tmp_path):
     parser = argparse.ArgumentParser()
     world_model.add_arguments(parser)
     base = ["--data", "d", "--heldout", "h", "--tokenizer", "t", "--preset", "cpu", "--out", str(tmp_path)]
-    first = world_model._train_config(parser.parse_args(base + ["--lr", "1e-4", "--self-context", "0.5"]))
+    first = world_model._train_config(parser.parse_args(base + ["--lr", "1e-4", "--self-context", "0.5",
+                                                              "--energy-score", "0.5", "--warp-padding", "zeros"]))
     (tmp_path / "last").mkdir()
     (tmp_path / "last" / "trainer.json").write_text("{}")
     (tmp_path / "last" / "config.json").write_text(json.dumps({"train": {**vars(first), "retired_field": 1}}))
     saved = world_model._last_config(tmp_path)["train"]
     resumed = world_model._train_config(parser.parse_args(base), saved)  # the flags not given again
-    assert (resumed.lr, resumed.self_context) == (1e-4, 0.5)
+    assert (resumed.lr, resumed.self_context, resumed.energy_score, resumed.warp_padding) == (1e-4, 0.5, 0.5, "zeros")
+    with pytest.raises(SystemExit, match="--energy-score"):
+        world_model._train_config(parser.parse_args(base + ["--energy-score", "1.5"]))
     assert resumed.adv_previous  # the default: no discriminator in this run anyway
     older = {k: v for k, v in {**saved, "adv_weight": 0.05}.items() if k != "adv_previous"}
     assert not world_model._train_config(parser.parse_args(base), older).adv_previous  # as it was trained

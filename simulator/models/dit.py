@@ -55,6 +55,10 @@ class DiTConfig:
     # > 0 (with camera_warp_fov): also enlarge it about the centre by 1 + walk_zoom per tick of walking
     # forward (1 - walk_zoom backward; sprint and sneak by their speed), as walking moves the picture
     walk_zoom: float = 0.0
+    # what the camera warp puts where the picture moves in from outside: "border" repeats the edge
+    # latent (what every model so far trained with), "zeros" leaves the latent's zero there (nothing
+    # to copy: the network has to draw what comes into view)
+    warp_padding: str = "border"
 
     @property
     def head_dim(self) -> int:
@@ -65,6 +69,8 @@ class DiTConfig:
             raise ValueError(f"DiT dim {self.dim} is not divisible by heads {self.heads}")
         if self.walk_zoom and not self.camera_warp_fov:
             raise ValueError("walk_zoom moves the previous latent with the camera warp: set camera_warp_fov too")
+        if self.warp_padding not in ("border", "zeros"):
+            raise ValueError(f"warp_padding must be 'border' or 'zeros', got {self.warp_padding!r}")
         if not 0.0 <= self.walk_zoom < 0.5:
             raise ValueError(f"walk_zoom is a scale change per tick in [0, 0.5), got {self.walk_zoom}")
 
@@ -231,7 +237,7 @@ class DiT(nn.Module):
         B, T, C, h, w = prev.shape
         degrees, scale = self.picture_motion(camera, buttons)
         return warp_by_camera(prev.reshape(B * T, C, h, w), degrees.reshape(B * T, 2).to(prev.dtype),
-                              self.cfg.camera_warp_fov,
+                              self.cfg.camera_warp_fov, padding=self.cfg.warp_padding,
                               scale=None if scale is None else scale.reshape(B * T)).reshape(B, T, C, h, w)
 
     def embed(self, x: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:

@@ -65,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--energy-score", type=float, default=None,
                         help="share of the objective given to the energy score of two draws (0-1; default 0: the x0 "
                              "loss alone; docs/training.md, 'The energy score')")
+    parser.add_argument("--warp-padding", choices=["border", "zeros"], default=None,
+                        help="what the camera warp of the previous latent puts where the picture moves in: the edge "
+                             "repeated ('border', the default) or zeros (the network draws it; a fresh or --init run)")
     parser.add_argument("--walk-zoom", type=float, default=None,
                         help="also enlarge the previous latent by this factor per tick of walking forward (e.g. "
                              "0.015; a fresh or --init run; docs/training.md, 'The walk zoom')")
@@ -93,7 +96,7 @@ def _train_config(args: argparse.Namespace, saved: dict | None = None) -> TrainC
             cfg = replace(cfg, adv_previous=False)  # saved before the pairs: its discriminator judges frames alone
     overrides = {"max_steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every,
                  "self_context": args.self_context, "adv_weight": args.adv_weight, "walk_zoom": args.walk_zoom,
-                 "energy_score": args.energy_score,
+                 "energy_score": args.energy_score, "warp_padding": args.warp_padding,
                  "context_max": args.context_max, "context_noise": args.context_noise}
     if args.self_context is not None and not 0.0 <= args.self_context <= 1.0:
         raise SystemExit(f"--self-context {args.self_context} is not a share in [0, 1]")
@@ -196,7 +199,8 @@ def main(args: argparse.Namespace) -> int:
     barrier(info)
     train = LatentEpisodes.load(encode_shards(args.data, tokenizer, out / "latents", device=info.device))
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = build_dit(cfg.model, latent_channels=tokenizer.latent_channels, walk_zoom=cfg.walk_zoom)
+    model = build_dit(cfg.model, latent_channels=tokenizer.latent_channels, walk_zoom=cfg.walk_zoom,
+                      warp_padding=cfg.warp_padding)
     trainer = WorldTrainer(cfg, model, info, tokenizer=tokenizer)
     base_config = _checkpoint_config(cfg, model.config_dict(), tokenizer, str(args.tokenizer),
                                      train.resolution, sorted(set(train.seeds.tolist())))

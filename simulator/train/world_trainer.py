@@ -67,6 +67,8 @@ class TrainConfig:
     # > 0: the model's previous latent is also enlarged as walking forward moves the picture
     # (DiTConfig.walk_zoom, per tick; docs/training.md, "The walk zoom"); 0: the preset's (off)
     walk_zoom: float = 0.0
+    # DiTConfig.warp_padding of a fresh or --init run: "border" (the preset's) or "zeros"
+    warp_padding: str = "border"
     # context-noise augmentation (simulator.diffusion.DiffusionConfig, whose defaults these are): training
     # draws context and previous-latent levels uniformly in [0, context_max]; the exported generator noises
     # finished frames to context_noise. Higher inference levels trade sharpness for long-horizon PSNR
