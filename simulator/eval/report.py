@@ -251,10 +251,12 @@ def _probes_md(r: dict) -> list[str]:
 def _stability_md(r: dict, charts: list[str]) -> list[str]:
     s = r["stability"]
     lines = ["## 5. Stability", "", f"{s['episodes']} rollout(s) of {s['horizon']} frames.", ""]
+    def flags(w: dict) -> str:
+        return ", ".join([k for k in ("blur", "frozen", "flat") if w[k]] + ["colour drift"] * w["colour_drift_flag"])
+
     rows = [[f"{w['start']}-{w['end']}", _f(w["sharpness_model"]), _f(w["sharpness_engine"]), _f(w["motion_model"]),
-             _f(w["motion_engine"]), _f(w.get("contrast_model")), _f(w.get("contrast_engine")), _f(w["colour_drift"]),
-             _f(w.get("fd")),
-             ", ".join([k for k in ("blur", "frozen", "flat") if w.get(k)] + (["colour drift"] if w["colour_drift_flag"] else []))]
+             _f(w["motion_engine"]), _f(w["contrast_model"]), _f(w["contrast_engine"]), _f(w["colour_drift"]),
+             _f(w.get("fd")), flags(w)]
             for w in s["windows"]]
     lines += [markdown_table(["frames", "sharp model", "sharp engine", "motion model", "motion engine", "contrast model",
                               "contrast engine", "colour drift", "FD", "flags"], rows), ""]
