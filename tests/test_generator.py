@@ -318,3 +318,35 @@ def test_an_abandoned_step_leaves_no_trace():
         got = interrupted.step(action, abort=lambda: asked.append(True) and False)
         assert len(asked) == 2  # only before the first half of the 4 passes
         np.testing.assert_array_equal(got[0], plain.step(action)[0])
+
+
+def test_latent_rollouts_equal_the_frame_rollouts_latents():
+    """start_latents / step_latents (training on the model's own rollouts) run the same tick as start /
+    step: same latents, in the order the slots were given."""
+    model, tok = _parts()
+    cfg = GeneratorConfig(resolution=(16, 16), window_frames=4, steps=2, seed=3, precision="fp32")
+    frames, actions = _context(T=3)
+    ticks = [[Action(yaw=5.0 * (t % 3 - 1), forward=True), Action(pitch=-3.0, jump=t % 2 == 0)] for t in range(4)]
+    pixels = Generator(model, tok, cfg, batch_size=2)
+    for s in (0, 1):
+        pixels.start(s, frames, actions)
+    expected = []
+    for acts in ticks:
+        pixels.step({0: acts[0], 1: acts[1]})
+        pixels.flush()  # the finished frames become `prev` in their cache pass
+        expected.append(pixels.prev.clone())
+    latent = Generator(model, tok, cfg, batch_size=2)
+    with torch.inference_mode():
+        context = tok.encode(torch.from_numpy(frames)).float()
+    hot, bins = encode_many([a.quantized() for a in actions])
+    for s in (0, 1):
+        latent.start_latents(s, context, torch.from_numpy(hot), torch.from_numpy(bins))
+    for acts, want in zip(ticks, expected):
+        hot, bins = encode_many([a.quantized() for a in acts[::-1]])
+        got = latent.step_latents([1, 0], torch.from_numpy(hot), torch.from_numpy(bins))  # slot 1 first
+        torch.testing.assert_close(got, want[[1, 0]])
+    with pytest.raises(ValueError, match="context latents"):
+        latent.start_latents(0, context[:, :1], torch.from_numpy(hot[:1]), torch.from_numpy(bins[:1]))
+    with pytest.raises(ValueError, match="reencode"):
+        Generator(model, tok, GeneratorConfig(resolution=(16, 16), reencode=1.0)).step_latents(
+            [0], torch.from_numpy(hot[:1]), torch.from_numpy(bins[:1]))

@@ -188,9 +188,6 @@ class Generator:
                              f"{list(frames.shape)}")
         if len(actions) != len(frames):
             raise ValueError(f"{len(frames)} context frames but {len(actions)} actions; they must match one to one")
-        self.cache.reset(slot)
-        self.rngs[slot].manual_seed(self.config.seed * 1_000_003 + slot)
-        self.frame_index[slot] = 0
         with self._precision():
             latents = self._tokenizer.encode(torch.from_numpy(frames).to(self.device)).float()  # [T0, C, h, w]
             self.detail[slot] = 0.0
@@ -198,11 +195,35 @@ class Generator:
                 last = self._tokenizer.frames_to_input(torch.from_numpy(frames[-1:]).to(self.device))
                 self.decoded[slot] = self._tokenizer.decode(latents[-1:])[0]
                 self.detail[slot] = last[0] - self.decoded[slot]
+        buttons, camera = self._encode(actions)  # [T0, 1, .]
+        self._prime(slot, latents, buttons[:, 0], camera[:, 0])
+
+    @torch.inference_mode()
+    def start_latents(self, slot: int, latents: torch.Tensor, buttons: torch.Tensor, camera: torch.Tensor) -> None:
+        """Prime `slot` in latent space: context latents [T0, C, h, w] with their encoded actions
+        (multi-hot buttons [T0, BUTTON_DIM], camera bins [T0, 2], as `simulator.actions.encode_many` makes
+        them). With `step_latents`, rollouts that never leave the latent space (training on the model's
+        own rollouts); frames and their decoded detail are not kept."""
+        self._check_slot(slot, must_be_active=False)
+        if latents.ndim != 4 or tuple(latents.shape[1:]) != self.latent_shape or len(latents) < 1:
+            raise ValueError(f"context latents: expected [T0 >= 1, {', '.join(map(str, self.latent_shape))}], "
+                             f"got {list(latents.shape)}")
+        if len(buttons) != len(latents) or len(camera) != len(latents):
+            raise ValueError(f"{len(latents)} context latents but {len(buttons)} / {len(camera)} actions")
+        self.flush()
+        self.detail[slot] = 0.0
+        self._prime(slot, latents.to(self.device).float(), buttons.to(self.device).float(), camera.to(self.device))
+
+    def _prime(self, slot: int, latents: torch.Tensor, buttons: torch.Tensor, camera: torch.Tensor) -> None:
+        """Reset `slot` and fill its cache with the context latents [T0, C, h, w] and their actions."""
+        self.cache.reset(slot)
+        self.rngs[slot].manual_seed(self.config.seed * 1_000_003 + slot)
+        self.frame_index[slot] = 0
         rows = torch.tensor([slot], device=self.device)
         # frames older than the window would fall out of the cache anyway
-        for t in range(max(1, len(frames) - self.config.window_frames), len(frames)):
+        for t in range(max(1, len(latents) - self.config.window_frames), len(latents)):
             self.prev[slot] = latents[t - 1]
-            self._append(rows, latents[t][None, None], [actions[t]])
+            self._append(rows, latents[t][None, None], buttons[t:t + 1, None], camera[t:t + 1, None])
         self.prev[slot] = latents[-1]
         self.active[slot] = True
 
@@ -225,13 +246,37 @@ class Generator:
         (the newer action it waits for is worth more than the passes already spent)."""
         if not actions:
             return {}
-        self.flush()
         slots = sorted(actions)
+        shown = self._tick(slots, *self._encode([actions[s] for s in slots]), abort, show=True)
+        if shown is None:
+            return None
+        return {slot: shown[i] for i, slot in enumerate(slots)}
+
+    @torch.inference_mode()
+    def step_latents(self, slots: list[int], buttons: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
+        """One tick in latent space for the given slots, with their encoded actions (buttons [B, BUTTON_DIM],
+        camera bins [B, 2]) -> the new clean latents [B, C, h, w]: `step` without decoding. The detail
+        carry only changes shown frames, so it is skipped; re-encoding needs them, so it is refused."""
+        if self.config.reencode:
+            raise ValueError("step_latents: reencode encodes the shown frame, which latent rollouts never make")
+        if len(slots) != len(buttons) or len(slots) != len(camera) or len(set(slots)) != len(slots):
+            raise ValueError(f"{len(slots)} slots (each once) but {len(buttons)} / {len(camera)} actions")
+        order = sorted(range(len(slots)), key=slots.__getitem__)  # ticks run over sorted slots
+        back = torch.tensor(order).argsort()
+        x0 = self._tick([slots[i] for i in order], buttons[order].to(self.device).float()[:, None],
+                        camera[order].to(self.device)[:, None], None, show=False)
+        return x0[back.to(x0.device), 0]
+
+    def _tick(self, slots: list[int], buttons: torch.Tensor, camera: torch.Tensor,
+              abort: Callable[[], bool] | None, show: bool) -> np.ndarray | torch.Tensor | None:
+        """The tick of `step` for sorted slots with encoded actions [B, 1, .]: the shown frames uint8
+        [B, H, W, 3] (show) or the clean latents [B, 1, C, h, w]; None when abandoned."""
+        self.flush()
         for slot in slots:
             self._check_slot(slot, must_be_active=True)
         rng_states = [self.rngs[s].get_state() for s in slots] if abort is not None else None
         rows = torch.tensor(slots, device=self.device)
-        buttons, camera, prev_in, prev_level = self._inputs(rows, [actions[s] for s in slots])
+        prev_in, prev_level = self._previous(rows, buttons, camera)
         levels = timesteps(self.config.steps, self.config.shift).tolist()[:-1]  # the levels denoised from
         reuse = self.config.context == "reuse"
         try:
@@ -261,10 +306,12 @@ class Generator:
 
                 x0 = sample(denoise, self._noise(rows), self.config.steps, eta=self.config.eta,
                             shift=self.config.shift, draw=lambda: self._noise(rows))  # [B, 1, C, h, w]
-                shown = self._show(rows, x0[:, 0], camera, buttons)  # [B, H, W, 3] uint8
-                if self.config.reencode:
-                    x0 = torch.lerp(x0, self._tokenizer.encode(shown).float()[:, None], self.config.reencode)
-                frames = shown.cpu().numpy()
+                frames = None
+                if show:
+                    shown = self._show(rows, x0[:, 0], camera, buttons)  # [B, H, W, 3] uint8
+                    if self.config.reencode:
+                        x0 = torch.lerp(x0, self._tokenizer.encode(shown).float()[:, None], self.config.reencode)
+                    frames = shown.cpu().numpy()
         except _Abandoned:
             for slot, state in zip(slots, rng_states):
                 self.rngs[slot].set_state(state)
@@ -273,7 +320,7 @@ class Generator:
             self._finish(rows, x0)
         else:
             self._pending = (rows, x0, prev_in, [m[:, -1:] for m in mods], view)
-        return {slot: frames[i] for i, slot in enumerate(slots)}
+        return frames if show else x0
 
     @torch.inference_mode()
     def flush(self) -> None:
@@ -308,9 +355,10 @@ class Generator:
         self.detail[rows], self.decoded[rows] = detail, decoded
         return unit_to_frames(decoded + detail)
 
-    def _append(self, rows: torch.Tensor, latent: torch.Tensor, actions: list[Action]) -> None:
-        """A cache pass on its own (priming): latent [B, 1, C, h, w] at the context noise level."""
-        buttons, camera, prev_in, prev_level = self._inputs(rows, actions)
+    def _append(self, rows: torch.Tensor, latent: torch.Tensor, buttons: torch.Tensor, camera: torch.Tensor) -> None:
+        """A cache pass on its own (priming): latent [B, 1, C, h, w] at the context noise level, under the
+        encoded actions [B, 1, .]."""
+        prev_in, prev_level = self._previous(rows, buttons, camera)
         with self._precision():
             view = self._model.stream_view(self.cache, rows, self.frame_index[rows], 1, *self.latent_shape[1:])
             noisy = add_noise(latent, prev_level, self._noise(rows))
@@ -332,15 +380,19 @@ class Generator:
                                     camera.expand(B, P, -1))  # [B, P, D]
         return self._model.modulations(cond)
 
-    def _inputs(self, rows: torch.Tensor, actions: list[Action]) -> tuple[torch.Tensor, ...]:
-        """Actions and the lightly noised previous latents of the given slots, as model inputs."""
+    def _encode(self, actions: list[Action]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Actions -> model inputs (buttons [B, 1, BUTTON_DIM], camera bins [B, 1, 2]) on the device."""
         hot, bins = encode_many([a.quantized() for a in actions])
-        buttons = torch.from_numpy(hot).to(self.device)[:, None]  # [B, 1, BUTTON_DIM]
-        camera = torch.from_numpy(bins).to(self.device)[:, None]  # [B, 1, 2]
+        return torch.from_numpy(hot).to(self.device)[:, None], torch.from_numpy(bins).to(self.device)[:, None]
+
+    def _previous(self, rows: torch.Tensor, buttons: torch.Tensor, camera: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The lightly noised previous latents of the given slots [B, 1, C, h, w], moved by the actions,
+        and their noise level [B, 1]."""
         prev_level = torch.full((len(rows), 1), self.config.context_noise, device=self.device)  # [B, 1]
         prev_in = add_noise(self.prev[rows][:, None], prev_level, self._noise(rows))  # [B, 1, C, h, w]
         prev_in = self._model.warp_previous(prev_in, camera, buttons)  # as in training: noised, then moved
-        return buttons, camera, prev_in, prev_level
+        return prev_in, prev_level
 
     def _noise(self, rows: torch.Tensor) -> torch.Tensor:
         """Standard normal [B, 1, C, h, w], each slot from its own generator."""
