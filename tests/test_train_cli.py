@@ -83,13 +83,15 @@ def test_resume_keeps_the_saved_recipe_unless_overridden(tmp_path):
     world_model.add_arguments(parser)
     base = ["--data", "d", "--heldout", "h", "--tokenizer", "t", "--preset", "cpu", "--out", str(tmp_path)]
     first = world_model._train_config(parser.parse_args(base + ["--lr", "1e-4", "--self-context", "0.5",
-                                                              "--energy-score", "0.5", "--warp-padding", "zeros"]))
+                                                              "--energy-score", "0.5", "--warp-padding", "zeros",
+                                                              "--rollout-context", "0.25"]))
     (tmp_path / "last").mkdir()
     (tmp_path / "last" / "trainer.json").write_text("{}")
     (tmp_path / "last" / "config.json").write_text(json.dumps({"train": {**vars(first), "retired_field": 1}}))
     saved = world_model._last_config(tmp_path)["train"]
     resumed = world_model._train_config(parser.parse_args(base), saved)  # the flags not given again
-    assert (resumed.lr, resumed.self_context, resumed.energy_score, resumed.warp_padding) == (1e-4, 0.5, 0.5, "zeros")
+    assert (resumed.lr, resumed.self_context, resumed.energy_score, resumed.warp_padding, resumed.rollout_context) == (
+        1e-4, 0.5, 0.5, "zeros", 0.25)
     with pytest.raises(SystemExit, match="--energy-score"):
         world_model._train_config(parser.parse_args(base + ["--energy-score", "1.5"]))
     assert resumed.adv_previous  # the default: no discriminator in this run anyway

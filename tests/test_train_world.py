@@ -84,6 +84,77 @@ def test_own_context_feeds_guesses_to_the_chosen_clips_only(one_thread):
     assert sum(last) < 0.5 * sum(first), (first, last)
 
 
+def test_a_batch_context_is_what_the_model_sees_and_the_targets_stay_true(one_thread):
+    batch = _episodes().sampler(clip_frames=4, seed=3).batch(4)
+    trainer = _trainer()
+
+    def predict(b):
+        trainer.noise_rng.manual_seed(5)
+        with torch.no_grad():
+            return trainer.predict(b)
+
+    pred, x0, _ = predict(batch)
+    same, x0_same, _ = predict({**batch, "context": batch["latents"].clone()})
+    torch.testing.assert_close(same, pred, rtol=0, atol=0)  # the true frames as context: no change
+    other = {**batch, "context": batch["latents"] + 0.5 * torch.randn_like(batch["latents"])}
+    moved, x0_other, _ = predict(other)
+    assert (moved - pred).abs().max() > 1e-3  # the model reads the context...
+    torch.testing.assert_close(x0_other, batch["latents"][:, 1:], rtol=0, atol=0)  # ...and is judged on the truth
+    # in clips of its own rollouts only frames at target levels count: not its own frames asked to become true
+    level = torch.tensor([[0.05, 0.9, 0.1, 0.5], [0.05, 0.9, 0.1, 0.5]])
+    assert trainer.counted(batch, level) is None
+    counted = trainer.counted({**batch, "own": torch.tensor([False, True])}, level)
+    assert counted.tolist() == [[True] * 4, [False, True, False, True]]
+    pred, x0 = torch.zeros(2, 4, 1, 1, 1), torch.ones(2, 4, 1, 1, 1)
+    base = trainer.diffusion_loss(pred, x0, level, counted)
+    x0[1, 0] = 100.0  # a context-level frame of the own clip: left out
+    assert trainer.diffusion_loss(pred, x0, level, counted) == base < trainer.diffusion_loss(pred, x0, level)
+    x0[1, 0], x0[1, 1] = 1.0, 100.0  # a target-level frame: counted
+    assert trainer.diffusion_loss(pred, x0, level, counted) > base + 100
+
+
+def test_rollout_buffer_mixes_the_models_own_rollouts_with_true_targets(one_thread):
+    from simulator.rollout.generator import GeneratorConfig
+    from simulator.train.own_rollouts import RolloutBuffer
+
+    torch.manual_seed(0)
+    model, tokenizer = build_dit("tiny"), Tokenizer(preset("tiny"))  # 4 latent channels: 8x8 latents, 32x32 frames
+    with torch.no_grad():  # not copy-last: its rollouts drift from the truth
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    episodes = _episodes(E=3, T=20)
+    gen = GeneratorConfig(resolution=(32, 32), window_frames=3, steps=2)
+    buffer = RolloutBuffer(episodes, 0.5, clip_frames=4, generator=gen, tokenizer=tokenizer, frames=10, rollouts=3,
+                           refresh=5, context=2, seed=0)
+    assert buffer.due(0)
+    with pytest.raises(RuntimeError, match="empty"):
+        buffer.mix(episodes.sampler(4, seed=0).batch(2))
+    model.train()
+    buffer.refresh(model, step=0)
+    assert model.training  # handed back as it came
+    assert not buffer.due(4) and buffer.due(5)
+    seen, true = buffer.seen, buffer.true["latents"]
+    assert seen.shape == true.shape == (3, 12, 4, 8, 8)
+    torch.testing.assert_close(seen[:, :2], true[:, :2], rtol=0, atol=0)  # the true context
+    assert ((seen[:, 2:] - true[:, 2:]).flatten(2).abs().amax(dim=2) > 1e-3).all()  # then its own frames
+
+    batch = episodes.sampler(4, seed=1).batch(64)
+    mixed = buffer.mix(batch)
+    own = (mixed["context"] != mixed["latents"]).flatten(2).any(dim=2)  # [B, T+1]
+    chosen = own.any(dim=1)
+    assert torch.equal(mixed["own"], chosen)
+    assert 16 < int(chosen.sum()) < 48  # about half of 64
+    for key in ("latents", "buttons", "camera"):  # the clips not chosen are the batch's, untouched
+        torch.testing.assert_close(mixed[key][~chosen], batch[key][~chosen], rtol=0, atol=0)
+    torch.testing.assert_close(mixed["context"][~chosen], batch["latents"][~chosen], rtol=0, atol=0)
+    assert own[chosen][:, 1:].all()  # every input of a chosen clip but its first previous frame is its own
+    for b in chosen.nonzero().flatten().tolist():  # and a chosen clip is one window of one rollout and its span
+        hits = [(r, s) for r in range(3) for s in range(1, 8)
+                if torch.equal(mixed["context"][b], seen[r, s:s + 5]) and torch.equal(mixed["latents"][b], true[r, s:s + 5])
+                and torch.equal(mixed["camera"][b], buffer.true["camera"][r, s:s + 5])]
+        assert hits, b
+
+
 def test_resumable_state_round_trip(tmp_path, one_thread):
     trainer = _trainer()
     sampler = _episodes().sampler(clip_frames=4, seed=1)

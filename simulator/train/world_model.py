@@ -33,6 +33,7 @@ from simulator.models.dit import build_dit
 from simulator.models.tokenizer import Tokenizer
 from simulator.rollout.generator import GeneratorConfig
 from simulator.train.ddp import DistInfo, barrier, init_distributed, shutdown
+from simulator.train.own_rollouts import RolloutBuffer
 from simulator.train.world_data import LatentEpisodes, encode_shards
 from simulator.train.world_eval import evaluate, load_eval_clips, save_video
 from simulator.train.world_trainer import TRAIN_PRESETS, TrainConfig, WorldTrainer
@@ -59,6 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, default=None)
     parser.add_argument("--self-context", type=float, default=None,
                         help="share of clips trained on the model's own guesses as context (0-1; default 0)")
+    parser.add_argument("--rollout-context", type=float, default=None,
+                        help="share of clips whose inputs are the model's own rollouts (up to --rollout-frames ticks "
+                             "deep; the targets stay true; 0-1, default 0: docs/training.md, 'Its own rollouts')")
+    parser.add_argument("--rollout-frames", type=int, default=None,
+                        help="ticks each buffered rollout runs past its 4 true frames (default 48)")
     parser.add_argument("--adv-weight", type=float, default=None,
                         help="weight of the patch-GAN term on the decoded predictions (default 0: off; "
                              "docs/training.md, 'A discriminator for the world model')")
@@ -96,10 +102,13 @@ def _train_config(args: argparse.Namespace, saved: dict | None = None) -> TrainC
             cfg = replace(cfg, adv_previous=False)  # saved before the pairs: its discriminator judges frames alone
     overrides = {"max_steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every,
                  "self_context": args.self_context, "adv_weight": args.adv_weight, "walk_zoom": args.walk_zoom,
+                 "rollout_context": args.rollout_context, "rollout_frames": args.rollout_frames,
                  "energy_score": args.energy_score, "warp_padding": args.warp_padding,
                  "context_max": args.context_max, "context_noise": args.context_noise}
     if args.self_context is not None and not 0.0 <= args.self_context <= 1.0:
         raise SystemExit(f"--self-context {args.self_context} is not a share in [0, 1]")
+    if args.rollout_context is not None and not 0.0 <= args.rollout_context <= 1.0:
+        raise SystemExit(f"--rollout-context {args.rollout_context} is not a share in [0, 1]")
     if args.energy_score is not None and not 0.0 <= args.energy_score <= 1.0:
         raise SystemExit(f"--energy-score {args.energy_score} is not a share in [0, 1]")
     if args.adv_weight is not None and args.adv_weight < 0:
@@ -213,6 +222,13 @@ def main(args: argparse.Namespace) -> int:
         base_config.update(init=str(args.init), init_steps=trainer.init_weights(args.init))
     # every rank draws its own clips; a resumed run continues with a fresh, step-dependent stream
     sampler = train.sampler(cfg.clip_frames, seed=(cfg.seed * 1_000_003 + trainer.step) * 1009 + info.rank)
+    buffer = None
+    if cfg.rollout_context > 0:  # the model's own rollouts, played as the exported generator plays
+        buffer = RolloutBuffer(train, cfg.rollout_context, cfg.clip_frames,
+                               GeneratorConfig(resolution=tuple(base_config["resolution"]), **base_config["generator"]),
+                               tokenizer, frames=cfg.rollout_frames, rollouts=cfg.rollout_batch,
+                               refresh=cfg.rollout_refresh, seed=(cfg.seed * 1_000_003 + trainer.step) * 1013 + info.rank,
+                               device=info.device)
     clips = load_eval_clips(args.heldout, args.eval_clips, EVAL_CONTEXT + EVAL_HORIZON) if info.is_main else None
     n_params = sum(p.numel() for p in model.parameters())
     if info.is_main:
@@ -228,13 +244,19 @@ def main(args: argparse.Namespace) -> int:
     deadline = time.time() + 60 * args.minutes if args.minutes else float("inf")
     bar = tqdm(total=cfg.max_steps, initial=trainer.step, disable=not info.is_main, unit="step", dynamic_ncols=True)
     tic, tokens_per_step = time.time(), cfg.batch_size * info.world_size * cfg.clip_frames
+    rollout_s = {}
     while trainer.step < cfg.max_steps and time.time() < deadline:
-        stats = trainer.train_step(sampler.batch(cfg.batch_size))
+        batch = sampler.batch(cfg.batch_size)
+        if buffer is not None:
+            if buffer.due(trainer.step):
+                rollout_s = {"rollouts_s": f"{buffer.refresh(trainer.model, trainer.step):.0f}"}
+            batch = buffer.mix(batch)
+        stats = trainer.train_step(batch)
         bar.update(1)
         if trainer.step % cfg.log_every == 0:
             rate = cfg.log_every * tokens_per_step / (time.time() - tic)
             bar.set_postfix(loss=f"{stats['loss']:.4f}", gnorm=f"{stats['grad_norm']:.2f}", frames_s=f"{rate:.0f}",
-                            **{k: f"{stats[k]:.3f}" for k in ("g_adv", "d") if k in stats})
+                            **{k: f"{stats[k]:.3f}" for k in ("g_adv", "d") if k in stats}, **rollout_s)
             tic = time.time()
         done = trainer.step >= cfg.max_steps or time.time() >= deadline
         if info.is_main and (trainer.step % cfg.eval_every == 0 or done):

@@ -59,6 +59,12 @@ class TrainConfig:
     # share of clips whose context (input frames and previous latents) is the model's own prediction
     # (a no-grad pass) while the targets stay true: rollouts feed the model its own frames
     self_context: float = 0.0
+    # share of clips whose inputs are the model's own rollouts, up to rollout_frames ticks deep, while
+    # the targets stay the true frames (simulator/train/own_rollouts.py); 0 = off
+    rollout_context: float = 0.0
+    rollout_frames: int = 48  # ticks each buffered rollout runs past its true context
+    rollout_batch: int = 16  # rollouts per refresh of the buffer
+    rollout_refresh: int = 100  # steps between refreshes
     # patch-GAN term on the decoded clean-latent predictions (0 = off; see the module docstring)
     adv_weight: float = 0.0
     adv_frames: int = 16  # frames judged per step (drawn among those at target noise levels)
@@ -143,13 +149,29 @@ class WorldTrainer:
         return self.cfg.lr * min(1.0, (step + 1) / max(1, self.cfg.warmup_steps))
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Weighted x0 loss of one batch {"latents" [B, T+1, C, h, w], "buttons", "camera" [B, T+1, ...]}."""
+        """Weighted x0 loss of one batch {"latents" [B, T+1, C, h, w], "buttons", "camera" [B, T+1, ...]}; an
+        optional "context" [B, T+1, C, h, w] is what the model sees instead of the true latents (the targets),
+        and in the clips an optional "own" [B] (bool) marks, only frames drawn at target levels count."""
         pred, x0, level = self.predict(batch)
-        return self.diffusion_loss(pred, x0, level)
+        return self.diffusion_loss(pred, x0, level, self.counted(batch, level))
 
-    def diffusion_loss(self, pred: torch.Tensor, x0: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        """The weighted x0 loss; with `energy_score`, pred holds the two draws [2B, ...] (x0 and level [B, ...])."""
+    def counted(self, batch: dict[str, torch.Tensor], level: torch.Tensor) -> torch.Tensor | None:
+        """Which frames [B, T] the loss counts: None (all) unless the batch marks clips of the model's own
+        rollouts ("own"). Their frames at context levels are near copies of the model's own drifted frames,
+        which a rollout never asks it to turn into the truth (it only predicts new frames from them); only
+        their frames at target levels, predicted from its own history as in a rollout, count."""
+        own = batch.get("own")
+        if own is None or not bool(own.any()):
+            return None
+        return ~own.to(level.device)[:, None] | (level > self.diffusion.context_max)
+
+    def diffusion_loss(self, pred: torch.Tensor, x0: torch.Tensor, level: torch.Tensor,
+                       counted: torch.Tensor | None = None) -> torch.Tensor:
+        """The weighted x0 loss; with `energy_score`, pred holds the two draws [2B, ...] (x0 and level [B, ...]).
+        `counted` [B, T] (bool) leaves the other frames out (weight 0; the mean still runs over all frames)."""
         w, weight = self.cfg.energy_score, loss_weight(level, self.diffusion)  # weight [B, T]
+        if counted is not None:
+            weight = weight * counted
         first, second = pred.float().chunk(2) if w > 0 else (pred.float(), None)
         x0_loss = (weight * (first - x0).pow(2).mean(dim=(2, 3, 4))).mean()
         if w == 0:
@@ -160,8 +182,9 @@ class WorldTrainer:
         """The training pass: (predicted clean latents, true ones [B, T, C, h, w], noise levels [B, T]).
         With `energy_score` the clips run twice in one batch, from independent noise: predictions [2B, ...]."""
         dev, g = self.info.device, self.noise_rng
-        latents = batch["latents"].to(dev)
-        x0, prev = latents[:, 1:], latents[:, :-1]  # targets and their previous frames, [B, T, C, h, w]
+        x0 = batch["latents"][:, 1:].to(dev)  # targets, [B, T, C, h, w]
+        seen = batch.get("context", batch["latents"]).to(dev)  # what the model sees (own rollouts: not the targets)
+        inputs, prev = seen[:, 1:], seen[:, :-1]  # the frames the pass sees and their previous frames
         B, T = x0.shape[:2]
         buttons, camera = batch["buttons"][:, 1:].to(dev), batch["camera"][:, 1:].to(dev)
         level = sample_levels((B, T), self.diffusion, g, dev)  # [B, T], independent per frame
@@ -169,9 +192,8 @@ class WorldTrainer:
         draws = 2 if self.cfg.energy_score > 0 else 1
         noise = torch.randn((draws * B, *x0.shape[1:]), generator=g, device=dev)
         prev_noise = torch.randn((draws * B, *x0.shape[1:]), generator=g, device=dev)
-        inputs = x0
         if self.cfg.self_context > 0:
-            inputs, prev = self.own_context(x0, prev, buttons, camera)
+            inputs, prev = self.own_context(inputs, prev, buttons, camera)
         if draws == 2:
             inputs, prev = torch.cat([inputs, inputs]), torch.cat([prev, prev])
             buttons, camera = torch.cat([buttons, buttons]), torch.cat([camera, camera])
@@ -206,25 +228,25 @@ class WorldTrainer:
         return torch.cat([previous, fake], dim=1), torch.cat([previous, real], dim=1)
 
     @torch.no_grad()
-    def own_context(self, x0: torch.Tensor, prev: torch.Tensor, buttons: torch.Tensor, camera: torch.Tensor
+    def own_context(self, seen: torch.Tensor, prev: torch.Tensor, buttons: torch.Tensor, camera: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(input frames, previous latents) with a `self_context` share of the clips replaced by the model's guesses.
 
         One no-grad pass predicts every frame from its own noise level (drawn as target levels are: blurry
-        guesses at high levels, near copies at low ones) given the true previous latents, lightly noised as
-        in generation. In the chosen clips these guesses become the frames the training pass sees and each
-        frame's previous latent, the first one (the clip's true start) excepted. The targets stay the true
+        guesses at high levels, near copies at low ones) given the frames and previous latents the pass
+        would see (the true ones unless the batch brought a context), lightly noised as in generation. In
+        the chosen clips these guesses become the frames the training pass sees and each frame's previous latent, the first one (the clip's true start) excepted. The targets stay the true
         frames, so the model learns to restore what its own frames lost instead of copying it on."""
-        dev, g = x0.device, self.noise_rng
-        B, T = x0.shape[:2]
+        dev, g = seen.device, self.noise_rng
+        B, T = seen.shape[:2]
         level = sample_levels((B, T), replace(self.diffusion, context_prob=0.0), g, dev)
-        noise, prev_noise = torch.randn((2, *x0.shape), generator=g, device=dev)
+        noise, prev_noise = torch.randn((2, *seen.shape), generator=g, device=dev)
         prev_level = torch.full_like(level, self.diffusion.context_noise)  # as the generator noises finished frames
         with autocast(dev, self.bf16):
-            guess = self.model(add_noise(x0, level, noise), add_noise(prev, prev_level, prev_noise), level,
+            guess = self.model(add_noise(seen, level, noise), add_noise(prev, prev_level, prev_noise), level,
                                prev_level, buttons, camera).float()
         pick = (torch.rand(B, generator=g, device=dev) < self.cfg.self_context)[:, None, None, None, None]
-        inputs = torch.where(pick, guess, x0)
+        inputs = torch.where(pick, guess, seen)
         return inputs, torch.cat([prev[:, :1], inputs[:, :-1]], dim=1)
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -232,7 +254,7 @@ class WorldTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
         pred, x0, level = self.predict(batch)
-        loss = self.diffusion_loss(pred, x0, level)
+        loss = self.diffusion_loss(pred, x0, level, self.counted(batch, level))
         logs = {"loss": all_mean(float(loss.detach()), self.info)}
         first = pred[:len(x0)]  # with the energy score, the first of the two draws
         frames = self.judged(first, batch["latents"].to(self.info.device), level) if self.disc is not None else None

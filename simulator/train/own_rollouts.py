@@ -1,0 +1,98 @@
+"""Training on the model's own rollouts (`patchworld train --rollout-context P`).
+
+Rollouts feed the model its own frames, and every frame it paints loses a little of what the true
+one held: one tick at a time the picture blurs, and within ~200 ticks every model so far shows a
+flat fog (docs/evaluation.md, "What the one-minute rollouts look like"). Training clips are true
+frames, so the model never sees what its inputs look like after many ticks of its own work.
+
+This buffer holds such inputs. Every `refresh` steps it runs the model (the weights being trained,
+in the streaming Generator with the settings the exported checkpoint plays with) on a batch of
+training spans: `context` true latents, then `frames` ticks of its own, driven by the span's true
+actions. A share P of each training batch then comes from the buffer: a clip whose inputs (the
+frames the training pass sees and each frame's previous latent) are the model's own rollout, up to
+`frames` ticks deep, and whose targets are the true frames at the same ticks; the loss counts
+their frames drawn at target levels (a new frame predicted from the model's own history, as in a
+rollout), not those at context levels (the model's own frame, lightly noised, asked to become the
+true one: no rollout asks that, and far from the truth it is a loss no network can lower). The model is paid for
+pulling its drifted picture back towards the world it came from (DAgger, for a world model), not
+for carrying its losses on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import torch
+
+from simulator.models.dit import DiT
+from simulator.models.tokenizer import Tokenizer
+from simulator.rollout.generator import Generator, GeneratorConfig
+from simulator.train.world_data import LatentEpisodes
+
+
+class RolloutBuffer:
+    def __init__(self, episodes: LatentEpisodes, share: float, clip_frames: int, generator: GeneratorConfig,
+                 tokenizer: Tokenizer, frames: int = 48, rollouts: int = 16, refresh: int = 100,
+                 context: int = 4, seed: int = 0, device: torch.device | str = "cpu"):
+        if not 0.0 < share <= 1.0:
+            raise ValueError(f"rollout context share must lie in (0, 1], got {share}")
+        if frames < clip_frames:
+            raise ValueError(f"rollouts of {frames} ticks cannot hold a clip of {clip_frames} frames")
+        self.share, self.span, self.context, self.frames = share, clip_frames + 1, context, frames
+        self.rollouts, self.refresh_every = rollouts, refresh
+        self.gen_config, self.tokenizer, self.device = generator, tokenizer, torch.device(device)
+        self.sampler = episodes.sampler(context + frames - 1, seed=seed)  # spans of context + frames latents
+        self.rng = torch.Generator().manual_seed(seed + 1)
+        self.seen: torch.Tensor | None = None  # [R, context + frames, C, h, w]: the rollouts (true context first)
+        self.true: dict[str, torch.Tensor] | None = None  # the spans they ran over
+        self.refreshed_at: int | None = None
+
+    def due(self, step: int) -> bool:
+        return self.refreshed_at is None or step - self.refreshed_at >= self.refresh_every
+
+    @torch.no_grad()
+    def refresh(self, model: DiT, step: int) -> float:
+        """Roll the model out over a fresh batch of spans; returns the seconds it took."""
+        tic = time.time()
+        spans = self.sampler.batch(self.rollouts)  # latents [R, S, C, h, w], buttons, camera
+        R, c = self.rollouts, self.context
+        was_training = model.training
+        config = replace(self.gen_config, seed=step)  # fresh noise each refresh
+        gen = Generator(model, self.tokenizer, config, batch_size=R, device=self.device)
+        for r in range(R):
+            gen.start_latents(r, spans["latents"][r, :c], spans["buttons"][r, :c], spans["camera"][r, :c])
+        own = [spans["latents"][:, t] for t in range(c)]
+        slots = list(range(R))
+        for t in range(c, c + self.frames):
+            own.append(gen.step_latents(slots, spans["buttons"][:, t], spans["camera"][:, t]).float().cpu())
+        gen.flush()
+        model.train(was_training)
+        self.seen, self.true, self.refreshed_at = torch.stack(own, dim=1), spans, step
+        return time.time() - tic
+
+    def mix(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A share of the batch's clips replaced by buffered ones ("own" [B], bool): their targets (latents,
+        actions) the true span, their inputs ("context", [B, T+1, C, h, w]: the model's own latents) the
+        rollout; only their frames at target levels count in the loss (WorldTrainer.counted). Clips start
+        between the last true context frame and the rollout's end, so every input but the clip's first
+        previous frame (the true one, at the shallowest start) is the model's own."""
+        if self.seen is None:
+            raise RuntimeError("the rollout buffer is empty: call refresh() first")
+        B = batch["latents"].shape[0]
+        pick = (torch.rand(B, generator=self.rng) < self.share).nonzero().flatten()
+        context = batch["latents"].clone()
+        out = {**batch, "latents": batch["latents"].clone(), "buttons": batch["buttons"].clone(),
+               "camera": batch["camera"].clone(), "context": context, "own": torch.zeros(B, dtype=torch.bool)}
+        out["own"][pick] = True
+        if len(pick) == 0:
+            return out
+        which = torch.randint(0, self.rollouts, (len(pick),), generator=self.rng)
+        last_start = self.context + self.frames - self.span
+        start = torch.randint(self.context - 1, last_start + 1, (len(pick),), generator=self.rng)
+        index = start[:, None] + torch.arange(self.span)  # [P, T+1]
+        out["latents"][pick] = self.true["latents"][which[:, None], index]
+        out["buttons"][pick] = self.true["buttons"][which[:, None], index]
+        out["camera"][pick] = self.true["camera"][which[:, None], index]
+        context[pick] = self.seen[which[:, None], index]
+        return out
