@@ -16,6 +16,7 @@ from simulator.models.dit import build_dit
 from simulator.models.tokenizer import Tokenizer, preset
 from simulator.train.ddp import DistInfo
 from simulator.train.world_data import LatentEpisodes
+from simulator.diffusion import sample_levels
 from simulator.train.world_trainer import TRAIN_PRESETS, WorldTrainer
 
 CPU = DistInfo(0, 1, torch.device("cpu"))
@@ -100,6 +101,19 @@ def test_a_batch_context_is_what_the_model_sees_and_the_targets_stay_true(one_th
     moved, x0_other, _ = predict(other)
     assert (moved - pred).abs().max() > 1e-3  # the model reads the context...
     torch.testing.assert_close(x0_other, batch["latents"][:, 1:], rtol=0, atol=0)  # ...and is judged on the truth
+    # marked as its own rollout, a clip's frames at target levels are noised from the truth, the rest from the context
+    trainer.noise_rng.manual_seed(5)
+    level = sample_levels((4, 4), trainer.diffusion, trainer.noise_rng, torch.device("cpu"))
+    targets = level > trainer.diffusion.context_max
+    assert targets.any() and (~targets).any()
+    own = {**other, "own": torch.ones(4, dtype=torch.bool)}
+    seen = []
+    trainer.net = lambda x, *rest: seen.append(x) or x  # what the pass sees, noised
+    for b in (batch, other, own):
+        predict(b)
+    truth, context, mixed = seen
+    torch.testing.assert_close(mixed[targets], truth[targets], rtol=0, atol=0)
+    torch.testing.assert_close(mixed[~targets], context[~targets], rtol=0, atol=0)
     # in clips of its own rollouts only frames at target levels count: not its own frames asked to become true
     level = torch.tensor([[0.05, 0.9, 0.1, 0.5], [0.05, 0.9, 0.1, 0.5]])
     assert trainer.counted(batch, level) is None

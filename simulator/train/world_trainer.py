@@ -159,7 +159,8 @@ class WorldTrainer:
         """Which frames [B, T] the loss counts: None (all) unless the batch marks clips of the model's own
         rollouts ("own"). Their frames at context levels are near copies of the model's own drifted frames,
         which a rollout never asks it to turn into the truth (it only predicts new frames from them); only
-        their frames at target levels, predicted from its own history as in a rollout, count."""
+        their frames at target levels count, and those the pass sees noised from the true frame (`predict`):
+        a new frame denoised against the model's own history, as in a rollout."""
         own = batch.get("own")
         if own is None or not bool(own.any()):
             return None
@@ -189,6 +190,9 @@ class WorldTrainer:
         buttons, camera = batch["buttons"][:, 1:].to(dev), batch["camera"][:, 1:].to(dev)
         level = sample_levels((B, T), self.diffusion, g, dev)  # [B, T], independent per frame
         prev_level = sample_context_levels((B, T), self.diffusion, g, dev)
+        counted = self.counted(batch, level)
+        if counted is not None:  # own rollouts: the frames it predicts are noised from the truth, their history its own
+            inputs = torch.where(counted[:, :, None, None, None], x0, inputs)
         draws = 2 if self.cfg.energy_score > 0 else 1
         noise = torch.randn((draws * B, *x0.shape[1:]), generator=g, device=dev)
         prev_noise = torch.randn((draws * B, *x0.shape[1:]), generator=g, device=dev)
