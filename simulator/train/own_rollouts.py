@@ -1,4 +1,4 @@
-"""Training on the model's own rollouts (`patchworld train --rollout-context P`).
+"""Training on the model's own rollouts (`patchworld train --rollout-context P`; off by default).
 
 Rollouts feed the model its own frames, and every frame it paints loses a little of what the true
 one held: one tick at a time the picture blurs, and within ~200 ticks every model so far shows a
@@ -8,14 +8,13 @@ frames, so the model never sees what its inputs look like after many ticks of it
 This buffer holds such inputs. Every `refresh` steps it runs the model (the weights being trained,
 in the streaming Generator with the settings the exported checkpoint plays with) on a batch of
 training spans: `context` true latents, then `frames` ticks of its own, driven by the span's true
-actions. A share P of each training batch then comes from the buffer: a clip whose inputs (the
-frames the training pass sees and each frame's previous latent) are the model's own rollout, up to
-`frames` ticks deep, and whose targets are the true frames at the same ticks; the loss counts
-their frames drawn at target levels (a new frame predicted from the model's own history, as in a
-rollout), not those at context levels (the model's own frame, lightly noised, asked to become the
-true one: no rollout asks that, and far from the truth it is a loss no network can lower). The model is paid for
-pulling its drifted picture back towards the world it came from (DAgger, for a world model), not
-for carrying its losses on.
+actions. A share P of each training batch then comes from the buffer: a clip whose history (its
+frames at context levels and every previous latent) is the model's own rollout, up to `frames` ticks
+deep, and whose targets are the true frames at the same ticks. Only its frames at target levels
+count, noised from the truth as in any clip (WorldTrainer.counted): a new frame predicted from the
+model's own history, as in a rollout. The idea is DAgger's, pulling a drifted picture back towards
+the world; measured on the CPU model it costs short-horizon fidelity at every depth and share tried
+and does not bring terrain back (docs/training.md, "Its own rollouts as context").
 """
 
 from __future__ import annotations
