@@ -131,7 +131,8 @@ def cache_bounds(cache_start: int | Tensor, cache_len: int | Tensor, batch: int,
             raise ValueError(f"{name} must be an int or an int tensor [B = {batch}], got shape {tuple(t.shape)}")
         tensors.append(t.to(torch.int32).contiguous())
     start, length = tensors
-    if start.device.type == "cpu":  # checking values on a GPU would force a sync every step
+    # checking values on a GPU would force a sync every step, and in a compiled graph a graph break
+    if start.device.type == "cpu" and not torch.compiler.is_compiling():
         # in Python: B is small, and tensor comparisons cost ~30 us a call, per layer and pass
         starts, lengths = start.tolist(), length.tolist()
         if not all(0 <= s < max(slots, 1) for s in starts):

@@ -30,7 +30,9 @@ def sdpa_cached(q: Tensor, k_new: Tensor, v_new: Tensor, k_cache: Tensor, v_cach
     start, length = cache_bounds(cache_start, cache_len, B, S, q.device)
     keys = torch.cat([k_cache, k_new], dim=2)  # [B, H, S + Lc, D]; key order does not matter
     values = torch.cat([v_cache, v_new], dim=2)
-    if bool((length == S).all()):  # every ring full (a stream past its first W frames): no mask, no fill
+    # every ring full (a stream past its first W frames): no mask, no fill. Compiled, the masked
+    # form below serves both (a data-dependent branch would break the graph)
+    if not torch.compiler.is_compiling() and bool((length == S).all()):
         return F.scaled_dot_product_attention(q, keys, values)
     valid = torch.cat([ring_valid(start, length, S),
                        torch.ones(B, Lc, dtype=torch.bool, device=q.device)], dim=1)  # [B, S + Lc]

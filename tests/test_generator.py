@@ -1,5 +1,7 @@
 """The streaming generator: determinism, flat cache memory, checkpoint loading, slot validation."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -350,3 +352,43 @@ def test_latent_rollouts_equal_the_frame_rollouts_latents():
     with pytest.raises(ValueError, match="reencode"):
         Generator(model, tok, GeneratorConfig(resolution=(16, 16), reencode=1.0)).step_latents(
             [0], torch.from_numpy(hot[:1]), torch.from_numpy(bins[:1]))
+
+
+def test_warm_up_leaves_no_trace():
+    """`warm_up` (run before play so that a compiled model compiles up front) ticks free slots and
+    releases them: the streams started after it give the frames a fresh generator gives."""
+    model, tok = _parts()
+    cfg = GeneratorConfig(resolution=(16, 16), window_frames=4, steps=2, seed=5, context="reuse", detail_carry=1.0)
+    warmed = Generator(model, tok, cfg, batch_size=3)
+    warmed.warm_up()
+    assert warmed.active == [False] * 3 and int(warmed.cache.length.sum()) == 0
+    for got, want in zip(_rollout(warmed, [0, 2], 4), _rollout(Generator(model, tok, cfg, batch_size=3), [0, 2], 4)):
+        for slot in (0, 2):
+            np.testing.assert_array_equal(got[slot], want[slot])
+
+
+def test_compiled_streaming_pass_equals_the_eager_one():
+    """GeneratorConfig.compile runs the model's streaming pass through torch.compile: the same
+    latents (fp32, to rounding) over ticks that fill the cache and run past it, for one stream and two;
+    a stream's frames do not depend on whether another ticks beside it; the caller's model stays
+    uncompiled."""
+    model, tok = _parts()
+    cfg = GeneratorConfig(resolution=(16, 16), window_frames=2, steps=2, seed=3, precision="fp32", context="reuse")
+    eager = Generator(model, tok, cfg, batch_size=2)
+    compiled = Generator(model, tok, dataclasses.replace(cfg, compile=True), batch_size=2)
+    alone = Generator(model, tok, dataclasses.replace(cfg, compile=True), batch_size=2)
+    assert "stream_pass" not in vars(model) and "stream_pass" in vars(compiled._model)
+    frames, actions = _context(T=3)
+    for gen in (eager, compiled, alone):
+        gen.start(0, frames, actions)
+    for t in range(4):  # one stream; then two (the second graph, with the number of streams dynamic)
+        if t == 2:
+            for gen in (eager, compiled):
+                gen.start(1, frames, actions)
+        slots = [0, 1] if t >= 2 else [0]
+        acts = {s: Action(yaw=5.0 * (t % 3 - 1), forward=s == 0) for s in slots}
+        want, got, solo = eager.step(acts), compiled.step(acts), alone.step({0: acts[0]})
+        torch.testing.assert_close(compiled.prev, eager.prev, atol=1e-4, rtol=1e-4)
+        for s in slots:
+            assert np.abs(got[s].astype(int) - want[s].astype(int)).max() <= 1
+        np.testing.assert_array_equal(solo[0], got[0])  # (latents: to ~1e-6, batched matmuls round apart)

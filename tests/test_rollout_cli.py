@@ -169,13 +169,16 @@ def test_backend_options_reach_the_generator(tiny_checkpoint):
     threads = torch.get_num_threads()
     try:
         backend = make_backend(parser.parse_args(["--checkpoint", str(tiny_checkpoint), "--guidance", "1.5",
-                                                  "--steps", "3", "--sample-seed", "4", "--threads", "1"]))
+                                                  "--steps", "3", "--sample-seed", "4", "--threads", "1",
+                                                  "--no-compile"]))
     finally:
         torch.set_num_threads(threads)
     config = backend.generator.config
-    assert (config.guidance, config.steps, config.seed, config.context) == (1.5, 3, 4, "reuse")
+    assert (config.guidance, config.steps, config.seed, config.context, config.compile) == (1.5, 3, 4, "reuse", False)
     plain = make_backend(parser.parse_args(["--checkpoint", str(tiny_checkpoint), "--threads", str(threads)]))
     assert plain.generator.config.guidance == 0.0  # the checkpoint's (none saved: off)
+    assert plain.generator.config.compile  # live play on CPU compiles (and warms up: the stream is free again)
+    assert plain.generator.active == [False] * plain.max_sessions
 
 
 def test_dream_backend_abandons_a_step_without_a_trace(tiny_checkpoint):

@@ -376,7 +376,10 @@ class DiT(nn.Module):
         history "without": the chunk attends to itself only, not to the cache (as the first chunk of
         a training clip, which has its previous latent but no earlier frames). "both": both passes
         in one batch (on a CPU the streaming pass is bound by per-op overhead, so the second costs
-        little) -> [2B, T, C, h, w], the usual predictions first. Only "with" can append."""
+        little) -> [2B, T, C, h, w], the usual predictions first. Only "with" can append.
+
+        The network runs in `stream_pass`, which reads the cache and writes nothing (what
+        `compile_stream` compiles); the keys/values of an appending pass are written here."""
         if history not in ("with", "without", "both"):
             raise ValueError(f"history must be 'with', 'without' or 'both', got {history!r}")
         self._check_latents(x)
@@ -385,28 +388,47 @@ class DiT(nn.Module):
             raise ValueError(f"chunk of {T} frames, the stream view was made for {view.frames}")
         if append and history != "with":
             raise ValueError("only a pass with history appends to the cache")
-        N = view.cache.frame_tokens
-        slots = view.cache.slots(view.rows, T * N) if append else None
+        if T > 1:  # per frame -> per token; a one-frame chunk broadcasts its single row
+            mods = [m[:, view.token_frame] for m in mods]
+        # fresh standard strides: the slices of a tick's modulations would otherwise be new inputs to a
+        # compiled pass (a size-1 dim's stride counts there, though `contiguous()` ignores it)
+        mods = [m.clone(memory_format=torch.contiguous_format) for m in mods]
+        pred, fresh = self.stream_pass(x, prev, mods, view.cos, view.sin, view.layers,
+                                       view.start, view.length, history)
+        if append:
+            tokens = T * view.cache.frame_tokens
+            slots = view.cache.slots(view.rows, tokens)
+            for layer, (k, v) in enumerate(fresh):
+                view.cache.update(layer, view.rows, slots, k, v)
+            view.cache.advance(view.rows, tokens)
+        return pred
+
+    def stream_pass(self, x: torch.Tensor, prev: torch.Tensor, mods: list[torch.Tensor], cos: torch.Tensor,
+                    sin: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]], start: torch.Tensor,
+                    length: torch.Tensor, history: str
+                    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """The network of `forward_stream` (arguments checked there; mods per token or per chunk),
+        without side effects: -> (prediction, each layer's new keys/values; [] unless history is "with")."""
+        h, w = x.shape[-2:]
+        N = (h // self.cfg.patch) * (w // self.cfg.patch)
+        fresh: list[tuple[torch.Tensor, torch.Tensor]] = []
 
         def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             if history == "without":
                 return block_causal_attention(q, k, v, frame_tokens=N, chunk_frames=self.cfg.chunk_frames)
             if history == "both":
                 (q, q_alone), (k, k_alone), (v, v_alone) = q.chunk(2), k.chunk(2), v.chunk(2)
-            k_cache, v_cache = view.layers[layer]
-            out = cached_attention(q, k, v, k_cache.to(q.dtype), v_cache.to(q.dtype),
-                                   cache_start=view.start, cache_len=view.length)
-            if append:
-                view.cache.update(layer, view.rows, slots, k, v)
+            k_cache, v_cache = layers[layer]
+            out = cached_attention(q, k, v, k_cache.to(q.dtype), v_cache.to(q.dtype), cache_start=start,
+                                   cache_len=length)
+            if history == "with":
+                fresh.append((k, v))
             if history == "both":
                 alone = block_causal_attention(q_alone, k_alone, v_alone, frame_tokens=N,
                                                chunk_frames=self.cfg.chunk_frames)
                 out = torch.cat([out, alone])
             return out
 
-        if T > 1:  # per frame -> per token; a one-frame chunk broadcasts its single row
-            mods = [m[:, view.token_frame] for m in mods]
-        cos, sin = view.cos, view.sin
         if history == "both":
             x, prev = torch.cat([x, x]), torch.cat([prev, prev])
             mods, cos, sin = [torch.cat([m, m]) for m in mods], torch.cat([cos, cos]), torch.cat([sin, sin])
@@ -415,9 +437,31 @@ class DiT(nn.Module):
             tokens = block.modulated(tokens, mod, cos, sin, attend)
         shift, scale = mods[-1].chunk(2, dim=-1)
         out = self.final_linear(modulate(self.final_norm(tokens), shift, scale))
-        if append:
-            view.cache.advance(view.rows, T * N)
-        return prev + self.unembed(out, T, h, w).to(prev.dtype)
+        return prev + self.unembed(out, x.shape[1], h, w).to(prev.dtype), fresh
+
+    def compile_stream(self) -> None:
+        """From now on run `stream_pass` through `torch.compile` (inductor), one stream at a time: one
+        static graph, and a stream's frames stay independent of which other streams tick beside it
+        (graphs for other batch sizes round differently). On the 2-core CPU a tick of one stream takes
+        ~30% less time (docs/benchmarks.md); several streams no longer share their passes' per-op
+        overhead. The first call compiles (tens of seconds; then seconds, from inductor's disk cache);
+        predictions differ from eager ones by rounding."""
+        compiled = torch.compile(self.stream_pass, dynamic=False)
+
+        def stream_pass(x, prev, mods, cos, sin, layers, start, length, history):
+            if len(x) == 1:
+                return compiled(x, prev, mods, cos, sin, layers, start, length, history)
+            rows = [compiled(x[i:i + 1], prev[i:i + 1], [m[i:i + 1] for m in mods], cos[i:i + 1], sin[i:i + 1],
+                             [(k[i:i + 1], v[i:i + 1]) for k, v in layers], start[i:i + 1], length[i:i + 1], history)
+                    for i in range(len(x))]
+            pred = torch.cat([r[0] for r in rows])
+            if history == "both":  # [prediction with history; without] per stream -> all with, then all without
+                pred = torch.cat([r[0][:1] for r in rows] + [r[0][1:] for r in rows])
+            fresh = [(torch.cat([r[1][layer][0] for r in rows]), torch.cat([r[1][layer][1] for r in rows]))
+                     for layer in range(len(rows[0][1]))]
+            return pred, fresh
+
+        self.stream_pass = stream_pass
 
     def new_cache(self, batch: int, window_frames: int, frame_tokens: int, device: torch.device | str,
                   dtype: torch.dtype = torch.float32) -> KVCache:

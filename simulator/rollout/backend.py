@@ -187,13 +187,17 @@ class DreamConfig:
     # worlds its rollouts were within sampling noise of "pass" (docs/benchmarks.md; on 8 worlds
     # that noise is ~0.6 dB over rollout horizons 1-16 between two sampling seeds)
     context: str = "reuse"
+    # GeneratorConfig.compile for live play: the streaming pass through torch.compile, compiled at
+    # start (`Generator.warm_up`); on the 2-core CPU ~1.5x the frames/s (docs/benchmarks.md)
+    compile: bool = True
 
 
 DREAM_PRESETS: dict[str, DreamConfig] = {
     "cpu": DreamConfig(),
     # not compute-bound: the cache pass (the trained path), a little better and steadier across
     # sampling seeds than "reuse" on held-out worlds (docs/benchmarks.md, 2026-11-29)
-    "gpu": DreamConfig(max_sessions=16, device="cuda", context="pass"),
+    # (compile off: the Triton kernels inside a compiled graph are not measured yet)
+    "gpu": DreamConfig(max_sessions=16, device="cuda", context="pass", compile=False),
 }
 
 
@@ -217,7 +221,11 @@ class DreamBackend(Backend):
 
         config = config or DreamConfig()
         generator = Generator.from_checkpoint(directory, device=config.device, batch_size=config.max_sessions,
-                                              **{"context": config.context, **overrides})
+                                              **{"context": config.context, "compile": config.compile, **overrides})
+        if generator.config.compile:
+            print("compiling the world model's streaming pass (the first time on a machine ~1 minute; then seconds)",
+                  flush=True)
+            generator.warm_up()
         return cls(generator, config, checkpoint=str(directory))
 
     def open(self, start: StartCondition) -> int:

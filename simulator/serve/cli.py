@@ -45,6 +45,9 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how a finished frame enters the model's cache: the last denoising pass's keys/values "
                              "('reuse', the default for live play: one pass less per tick) or its own pass ('pass', "
                              "as trained)")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="run the model eagerly instead of through torch.compile (compiled, the default on CPU: "
+                             "~1.5x the frames/s for a start-up compile, ~1 minute the first time on a machine)")
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads for the model (default: all cores but one, which the server loop, "
                              "JPEG encoding and a local client need: on 2 cores, 1 thread answered actions in 87 ms "
@@ -77,7 +80,8 @@ def make_backend(args: argparse.Namespace) -> Backend | None:
 
         torch.set_num_threads(args.threads or default_threads())
     preset = DREAM_PRESETS["gpu" if args.device.startswith("cuda") else "cpu"]
-    config = dataclasses.replace(preset, device=args.device, max_sessions=args.max_sessions or preset.max_sessions)
+    config = dataclasses.replace(preset, device=args.device, max_sessions=args.max_sessions or preset.max_sessions,
+                                 compile=preset.compile and not args.no_compile)
     overrides = {k: v for k, v in (("seed", args.sample_seed), ("steps", args.steps), ("context", args.context),
                                    ("guidance", args.guidance)) if v is not None}
     return DreamBackend.from_checkpoint(args.checkpoint, config, **overrides)
