@@ -443,10 +443,12 @@ class DiT(nn.Module):
         """From now on run `stream_pass` through `torch.compile` (inductor), one stream at a time: one
         static graph, and a stream's frames stay independent of which other streams tick beside it
         (graphs for other batch sizes round differently). On the 2-core CPU a tick of one stream takes
-        ~30% less time (docs/benchmarks.md); several streams no longer share their passes' per-op
+        25-45% less time (docs/benchmarks.md); several streams no longer share their passes' per-op
         overhead. The first call compiles (tens of seconds; then seconds, from inductor's disk cache);
         predictions differ from eager ones by rounding."""
-        compiled = torch.compile(self.stream_pass, dynamic=False)
+        # freezing: the weights become constants (oneDNN packs them once): ~15% less time a pass on the
+        # AMX Xeon of session 14; the model must not be trained after this (the Generator runs its copy)
+        compiled = torch.compile(self.stream_pass, dynamic=False, options={"freezing": True})
 
         def stream_pass(x, prev, mods, cos, sin, layers, start, length, history):
             if len(x) == 1:

@@ -188,7 +188,7 @@ class DreamConfig:
     # that noise is ~0.6 dB over rollout horizons 1-16 between two sampling seeds)
     context: str = "reuse"
     # GeneratorConfig.compile for live play: the streaming pass through torch.compile, compiled at
-    # start (`Generator.warm_up`); on the 2-core CPU ~1.5x the frames/s (docs/benchmarks.md)
+    # start (`Generator.warm_up`); on the 2-core CPU 1.3-1.8x the frames/s of one stream (docs/benchmarks.md)
     compile: bool = True
 
 
