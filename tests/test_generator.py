@@ -392,3 +392,22 @@ def test_compiled_streaming_pass_equals_the_eager_one():
         for s in slots:
             assert np.abs(got[s].astype(int) - want[s].astype(int)).max() <= 1
         np.testing.assert_array_equal(solo[0], got[0])  # (latents: to ~1e-6, batched matmuls round apart)
+
+
+def test_a_compile_that_fails_falls_back_to_the_eager_pass(monkeypatch):
+    """Where torch.compile cannot work (no C++ compiler for inductor, say), the generator warns once and
+    runs the eager pass: the frames an eager generator makes."""
+    model, tok = _parts()
+    cfg = GeneratorConfig(resolution=(16, 16), window_frames=2, steps=2, seed=3, precision="fp32")
+    want = _rollout(Generator(model, tok, cfg), [0], 3)
+
+    def broken(fn, **options):
+        def fails(*args):
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found\n(long inductor trace)")
+        return fails
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.warns(UserWarning, match="InvalidCxxCompiler: no working C.. compiler found\\); running it eagerly"):
+        got = _rollout(Generator(model, tok, dataclasses.replace(cfg, compile=True)), [0], 3)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g[0], w[0])

@@ -21,6 +21,7 @@ Three ways to run the same blocks:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -448,17 +449,29 @@ class DiT(nn.Module):
         predictions differ from eager ones by rounding."""
         # freezing: the weights become constants (oneDNN packs them once): ~15% less time a pass on the
         # AMX Xeon of session 14; the model must not be trained after this (the Generator runs its copy)
-        compiled = torch.compile(self.stream_pass, dynamic=False, options={"freezing": True})
+        eager = self.stream_pass
+        run = [torch.compile(eager, dynamic=False, options={"freezing": True})]
+
+        def one(*args):
+            try:
+                return run[0](*args)
+            except Exception as error:  # e.g. no C++ compiler for inductor: the eager pass, which raises
+                if run[0] is eager:    # again if the fault is in the inputs, not in compiling
+                    raise
+                warnings.warn(f"torch.compile of the streaming pass failed ({type(error).__name__}: "
+                              f"{str(error).splitlines()[0] if str(error) else ''}); running it eagerly")
+                run[0] = eager
+                return eager(*args)
 
         def stream_pass(x, prev, mods, cos, sin, layers, start, length, history):
             if len(x) == 1:
-                return compiled(x, prev, mods, cos, sin, layers, start, length, history)
-            rows = [compiled(x[i:i + 1], prev[i:i + 1], [m[i:i + 1] for m in mods], cos[i:i + 1], sin[i:i + 1],
-                             [(k[i:i + 1], v[i:i + 1]) for k, v in layers], start[i:i + 1], length[i:i + 1], history)
+                return one(x, prev, mods, cos, sin, layers, start, length, history)
+            rows = [one(x[i:i + 1], prev[i:i + 1], [m[i:i + 1] for m in mods], cos[i:i + 1], sin[i:i + 1],
+                        [(k[i:i + 1], v[i:i + 1]) for k, v in layers], start[i:i + 1], length[i:i + 1], history)
                     for i in range(len(x))]
-            pred = torch.cat([r[0] for r in rows])
-            if history == "both":  # [prediction with history; without] per stream -> all with, then all without
-                pred = torch.cat([r[0][:1] for r in rows] + [r[0][1:] for r in rows])
+            # history "both": each stream's [with, without] -> every stream's prediction with history, then without
+            pred = torch.cat([r[0][:1] for r in rows] + [r[0][1:] for r in rows]) if history == "both" \
+                else torch.cat([r[0] for r in rows])
             fresh = [(torch.cat([r[1][layer][0] for r in rows]), torch.cat([r[1][layer][1] for r in rows]))
                      for layer in range(len(rows[0][1]))]
             return pred, fresh
