@@ -391,9 +391,6 @@ class DiT(nn.Module):
             raise ValueError("only a pass with history appends to the cache")
         if T > 1:  # per frame -> per token; a one-frame chunk broadcasts its single row
             mods = [m[:, view.token_frame] for m in mods]
-        # fresh standard strides: the slices of a tick's modulations would otherwise be new inputs to a
-        # compiled pass (a size-1 dim's stride counts there, though `contiguous()` ignores it)
-        mods = [m.clone(memory_format=torch.contiguous_format) for m in mods]
         pred, fresh = self.stream_pass(x, prev, mods, view.cos, view.sin, view.layers,
                                        view.start, view.length, history)
         if append:
@@ -463,10 +460,15 @@ class DiT(nn.Module):
                 run[0] = eager
                 return eager(*args)
 
+        def standard(mods: list[torch.Tensor]) -> list[torch.Tensor]:
+            # fresh standard strides: the slices of a tick's modulations would otherwise be new inputs to
+            # the graph (a size-1 dim's stride counts there, though `contiguous()` ignores it)
+            return [m.clone(memory_format=torch.contiguous_format) for m in mods]
+
         def stream_pass(x, prev, mods, cos, sin, layers, start, length, history):
             if len(x) == 1:
-                return one(x, prev, mods, cos, sin, layers, start, length, history)
-            rows = [one(x[i:i + 1], prev[i:i + 1], [m[i:i + 1] for m in mods], cos[i:i + 1], sin[i:i + 1],
+                return one(x, prev, standard(mods), cos, sin, layers, start, length, history)
+            rows = [one(x[i:i + 1], prev[i:i + 1], standard([m[i:i + 1] for m in mods]), cos[i:i + 1], sin[i:i + 1],
                         [(k[i:i + 1], v[i:i + 1]) for k, v in layers], start[i:i + 1], length[i:i + 1], history)
                     for i in range(len(x))]
             # history "both": each stream's [with, without] -> every stream's prediction with history, then without
