@@ -447,17 +447,18 @@ class DiT(nn.Module):
         # freezing: the weights become constants (oneDNN packs them once): ~15% less time a pass on the
         # AMX Xeon of session 14; the model must not be trained after this (the Generator runs its copy)
         eager = self.stream_pass
-        run = [torch.compile(eager, dynamic=False, options={"freezing": True})]
+        run = torch.compile(eager, dynamic=False, options={"freezing": True})
 
         def one(*args):
+            nonlocal run
             try:
-                return run[0](*args)
+                return run(*args)
             except Exception as error:  # e.g. no C++ compiler for inductor: the eager pass, which raises
-                if run[0] is eager:    # again if the fault is in the inputs, not in compiling
+                if run is eager:        # again if the fault is in the inputs, not in compiling
                     raise
                 warnings.warn(f"torch.compile of the streaming pass failed ({type(error).__name__}: "
                               f"{str(error).splitlines()[0] if str(error) else ''}); running it eagerly")
-                run[0] = eager
+                run = eager
                 return eager(*args)
 
         def standard(mods: list[torch.Tensor]) -> list[torch.Tensor]:
