@@ -17,8 +17,9 @@ def sdpa_block_causal(q: Tensor, k: Tensor, v: Tensor, key: tuple) -> Tensor:
     """Block-causal attention for a validated layout `key` (see kernels.layout.layout_key)."""
     mask, has_keys = dense_mask(key, q.device)  # [L, L], [L]
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    if not bool(has_keys.all()):
-        out = out * has_keys[:, None].to(out.dtype)  # rows that see nothing are zeros
+    # rows that see nothing are zeros; compiled, always multiplied (a data-dependent branch breaks the graph)
+    if torch.compiler.is_compiling() or not bool(has_keys.all()):
+        out = out * has_keys[:, None].to(out.dtype)
     return out
 
 

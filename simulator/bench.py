@@ -16,6 +16,7 @@ TARGETS: dict[str, tuple[str, str]] = {
     "tokenizer": ("simulator.models.tokenizer_bench", "tokenizer encode/decode speed"),
     "attention": ("kernels.bench", "Triton attention kernels against SDPA and FlexAttention"),
     "rollout": ("simulator.rollout.bench", "streaming generation frames/s"),
+    "train": ("simulator.train.bench", "world-model training steps/s, eager against compiled"),
     "latency": ("client.bench_latency", "action-to-frame latency through a real client"),
 }
 

@@ -27,7 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval-sweep": ("simulator.train.world_eval",
                    "quick held-out figures of a world model from shards, comparing generator settings"),
     "eval-compare": ("simulator.eval.compare", "headline figures of several evaluations side by side (mean over seeds)"),
-    "bench": ("simulator.bench", "speed benchmarks (world, tokenizer, attention, rollout, latency)"),
+    "bench": ("simulator.bench", "speed benchmarks (world, tokenizer, attention, rollout, latency, train)"),
 }
 
 

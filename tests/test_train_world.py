@@ -310,3 +310,38 @@ def test_energy_score_objective_draws_twice_and_mixes_with_the_x0_loss(one_threa
     first_losses = [trainer.train_step(one)["loss"] for _ in range(5)]
     last = [trainer.train_step(one)["loss"] for _ in range(95)][-5:]
     assert sum(last) < 0.5 * sum(first_losses), (first_losses, last)
+
+
+def _steps(trainer: WorldTrainer, steps: int = 2) -> list[float]:
+    sampler = _episodes().sampler(clip_frames=4, seed=5)
+    return [trainer.train_step(sampler.batch(4))["loss"] for _ in range(steps)]
+
+
+def test_compiled_training_pass_equals_the_eager_one(one_thread):
+    """`patchworld train` runs the pass through torch.compile on CPU: the same losses and updates as eager,
+    to rounding (fp32 here)."""
+    cfg = replace(TRAIN_PRESETS["tiny"], precision="fp32")
+    torch.manual_seed(0)
+    eager = WorldTrainer(cfg, build_dit("tiny"), CPU)
+    torch.manual_seed(0)
+    compiled = WorldTrainer(cfg, build_dit("tiny"), CPU, compile=True)
+    torch.testing.assert_close(_steps(compiled), _steps(eager), rtol=1e-4, atol=1e-6)
+    for c, e in zip(compiled.model.parameters(), eager.model.parameters()):
+        torch.testing.assert_close(c, e, rtol=1e-4, atol=1e-5)
+
+
+def test_a_training_compile_that_fails_falls_back_to_eager(one_thread, monkeypatch):
+    """No C++ compiler for inductor (say): training warns once and runs the eager pass, step for step."""
+    want = _steps(_trainer())
+
+    def broken(fn, **options):
+        def fails(*args, **kwargs):
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found\n(long inductor trace)")
+        return fails
+
+    monkeypatch.setattr(torch, "compile", broken)
+    torch.manual_seed(0)
+    trainer = WorldTrainer(TRAIN_PRESETS["tiny"], build_dit("tiny"), CPU, compile=True)
+    with pytest.warns(UserWarning, match="torch.compile of the training pass failed"):
+        got = _steps(trainer)
+    assert got == want

@@ -21,7 +21,6 @@ Three ways to run the same blocks:
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -32,6 +31,7 @@ from einops import rearrange
 from kernels.attention import block_causal_attention, cached_attention
 from simulator.actions import BUTTON_DIM, CAMERA_BIN_CENTERS, CAMERA_BINS
 from simulator.models.camera_warp import ENGINE_FOV_DEG, walk_scale, warp_by_camera
+from simulator.models.compiled import compiled_or_eager
 from simulator.models.kv_cache import KVCache
 from simulator.models.rope import apply_rotary, frame_positions, rotary_angles
 
@@ -145,7 +145,7 @@ class DiTBlock(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor, token_frame: torch.Tensor,
                 cos: torch.Tensor, sin: torch.Tensor, attend: Attend) -> torch.Tensor:
         # modulation is computed once per frame [B, F, 6D], then gathered per token [B, L, 6D]
-        return self.modulated(x, self.adaLN(cond)[:, token_frame], cos, sin, attend)
+        return self.modulated(x, self.adaLN(cond).index_select(1, token_frame), cos, sin, attend)
 
     def modulated(self, x: torch.Tensor, mod: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                   attend: Attend) -> torch.Tensor:
@@ -253,7 +253,7 @@ class DiT(nn.Module):
         """Blocks plus the final modulated projection: tokens [B, L, D] -> corrections [B, L, C*p*p]."""
         for block in self.blocks:
             tokens = block(tokens, cond, token_frame, cos, sin, attend)
-        shift, scale = self.final_adaLN(cond)[:, token_frame].chunk(2, dim=-1)
+        shift, scale = self.final_adaLN(cond).index_select(1, token_frame).chunk(2, dim=-1)
         return self.final_linear(modulate(self.final_norm(tokens), shift, scale))
 
     def unembed(self, out: torch.Tensor, frames: int, h: int, w: int) -> torch.Tensor:
@@ -446,20 +446,7 @@ class DiT(nn.Module):
         predictions differ from eager ones by rounding."""
         # freezing: the weights become constants (oneDNN packs them once): ~15% less time a pass on the
         # AMX Xeon of session 14; the model must not be trained after this (the Generator runs its copy)
-        eager = self.stream_pass
-        run = torch.compile(eager, dynamic=False, options={"freezing": True})
-
-        def one(*args):
-            nonlocal run
-            try:
-                return run(*args)
-            except Exception as error:  # e.g. no C++ compiler for inductor: the eager pass, which raises
-                if run is eager:        # again if the fault is in the inputs, not in compiling
-                    raise
-                warnings.warn(f"torch.compile of the streaming pass failed ({type(error).__name__}: "
-                              f"{str(error).splitlines()[0] if str(error) else ''}); running it eagerly")
-                run = eager
-                return eager(*args)
+        one = compiled_or_eager(self.stream_pass, "the streaming pass", dynamic=False, options={"freezing": True})
 
         def standard(mods: list[torch.Tensor]) -> list[torch.Tensor]:
             # fresh standard strides: the slices of a tick's modulations would otherwise be new inputs to

@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from simulator.checkpoint import load_checkpoint, load_optimizer, save_checkpoint, save_optimizer, save_tensors
 from simulator.diffusion import DiffusionConfig, add_noise, loss_weight, sample_context_levels, sample_levels
 from simulator.models.dit import DiT
+from simulator.models.compiled import compiled_or_eager
 from simulator.models.precision import autocast, use_bf16
 from simulator.models.tokenizer import Tokenizer
 from simulator.models.tokenizer_losses import PatchDiscriminator, hinge_d_loss, hinge_g_loss
@@ -121,12 +122,14 @@ def energy_score(first: torch.Tensor, second: torch.Tensor, truth: torch.Tensor)
 
 class WorldTrainer:
     def __init__(self, cfg: TrainConfig, model: DiT, info: DistInfo, diffusion: DiffusionConfig | None = None,
-                 tokenizer: Tokenizer | None = None):
+                 tokenizer: Tokenizer | None = None, compile: bool = False):
         self.cfg, self.info = cfg, info
         self.diffusion = diffusion or cfg.diffusion()
         self.model = model.to(info.device)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.net = wrap(self.model, info)
+        if compile:  # the training pass (forward and backward) through inductor: a run-time choice, not the recipe's
+            self.net = compiled_or_eager(self.net, "the training pass")
         decay, no_decay = [], []
         for name, p in self.model.named_parameters():
             (no_decay if p.dim() < 2 or "embed" in name else decay).append(p)

@@ -1,0 +1,37 @@
+"""`torch.compile` with a way back: a compiled callable that runs eagerly if compiling fails.
+
+inductor needs a working C++ compiler on CPU (Triton on CUDA); a machine without one must still
+play and train, only slower. The first call that fails to compile warns once and from then on runs
+the eager callable (which raises again if the fault was in the inputs, not in compiling).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import torch
+
+
+# Dynamo traces through functools.lru_cache and warns that it might be unsafe; ours (kernels/layout.py's
+# masks and intervals) are pure functions of a hashable layout key, so the warning is noise
+warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
+
+
+def compiled_or_eager(eager: Callable, what: str, **options) -> Callable:
+    """`torch.compile(eager, **options)`, falling back to `eager` for good at the first failure."""
+    run = torch.compile(eager, **options)
+
+    def call(*args, **kwargs):
+        nonlocal run
+        try:
+            return run(*args, **kwargs)
+        except Exception as error:  # e.g. no C++ compiler for inductor
+            if run is eager:
+                raise
+            warnings.warn(f"torch.compile of {what} failed ({type(error).__name__}: "
+                          f"{str(error).splitlines()[0] if str(error) else ''}); running it eagerly")
+            run = eager
+            return eager(*args, **kwargs)
+
+    return call
