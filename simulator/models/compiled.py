@@ -11,6 +11,7 @@ import warnings
 from typing import Callable
 
 import torch
+import torch._inductor.config as inductor
 
 
 # Dynamo traces through functools.lru_cache and warns that it might be unsafe; ours (kernels/layout.py's
@@ -18,14 +19,26 @@ import torch
 warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
 
 
-def compiled_or_eager(eager: Callable, what: str, **options) -> Callable:
-    """`torch.compile(eager, **options)`, falling back to `eager` for good at the first failure."""
+def compiled_or_eager(eager: Callable, what: str, freezing: bool = False, **options) -> Callable:
+    """`torch.compile(eager, **options)`, falling back to `eager` for good at the first failure.
+
+    freezing: inductor's weight freezing for the graphs compiled while the callable runs without
+    gradients: the weights become constants (oneDNN packs the linear layers' once and fuses their
+    activations), so the module must not change after its first call. `options={"freezing": True}`
+    does not reach the inference compiler in torch 2.13 (the graph kept its weights as inputs), so the
+    global flag is set around each call instead (~15 us)."""
     run = torch.compile(eager, **options)
 
     def call(*args, **kwargs):
         nonlocal run
         try:
-            return run(*args, **kwargs)
+            if not freezing or run is eager:
+                return run(*args, **kwargs)
+            before, inductor.freezing = inductor.freezing, True
+            try:
+                return run(*args, **kwargs)
+            finally:
+                inductor.freezing = before
         except Exception as error:  # e.g. no C++ compiler for inductor
             if run is eager:
                 raise

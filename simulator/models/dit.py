@@ -446,7 +446,7 @@ class DiT(nn.Module):
         predictions differ from eager ones by rounding."""
         # freezing: the weights become constants (oneDNN packs them once): ~15% less time a pass on the
         # AMX Xeon of session 14; the model must not be trained after this (the Generator runs its copy)
-        one = compiled_or_eager(self.stream_pass, "the streaming pass", dynamic=False, options={"freezing": True})
+        one = compiled_or_eager(self.stream_pass, "the streaming pass", freezing=True, dynamic=False)
 
         def standard(mods: list[torch.Tensor]) -> list[torch.Tensor]:
             # fresh standard strides: the slices of a tick's modulations would otherwise be new inputs to
