@@ -444,8 +444,8 @@ class DiT(nn.Module):
         25-45% less time (docs/benchmarks.md); several streams no longer share their passes' per-op
         overhead. The first call compiles (tens of seconds; then seconds, from inductor's disk cache);
         predictions differ from eager ones by rounding."""
-        # freezing: the weights become constants (oneDNN packs them once): ~15% less time a pass on the
-        # AMX Xeon of session 14; the model must not be trained after this (the Generator runs its copy)
+        # freezing: the weights become constants (oneDNN packs them once): 18-22% more frames/s on one
+        # thread (session 15); the model must not be trained after this (the Generator runs its copy)
         one = compiled_or_eager(self.stream_pass, "the streaming pass", freezing=True, dynamic=False)
 
         def standard(mods: list[torch.Tensor]) -> list[torch.Tensor]:
