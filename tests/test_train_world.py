@@ -345,3 +345,25 @@ def test_a_training_compile_that_fails_falls_back_to_eager(one_thread, monkeypat
     with pytest.warns(UserWarning, match="torch.compile of the training pass failed"):
         got = _steps(trainer)
     assert got == want
+
+
+def test_init_grows_a_deeper_model_that_predicts_as_its_source(tmp_path, one_thread):
+    """`--init` with `--depth` above the checkpoint's: its blocks first, the new ones identities, so the
+    grown model starts from the source's predictions; a checkpoint that does not fit is refused."""
+    from simulator.checkpoint import save_checkpoint
+
+    source = _trainer(seed=1)
+    _steps(source, 3)  # trained a little: the gates are no longer zero
+    save_checkpoint(tmp_path / "src", source.ema.state_dict(), {"model": source.ema.config_dict(), "steps": 3})
+    torch.manual_seed(2)
+    grown = WorldTrainer(TRAIN_PRESETS["tiny"], build_dit("tiny", depth=3), CPU)
+    assert grown.init_weights(tmp_path / "src") == 3
+    batch = _episodes().sampler(clip_frames=4, seed=9).batch(2)
+    x, prev = batch["latents"][:, 1:], batch["latents"][:, :-1]
+    level = torch.full(x.shape[:2], 0.5)
+    args = (x, prev, level, torch.zeros_like(level), batch["buttons"][:, 1:], batch["camera"][:, 1:])
+    with torch.no_grad():
+        torch.testing.assert_close(grown.ema(*args), source.ema(*args), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(grown.model(*args), source.ema(*args), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="does not fit this model"):
+        WorldTrainer(TRAIN_PRESETS["tiny"], build_dit("tiny", depth=1), CPU).init_weights(tmp_path / "src")

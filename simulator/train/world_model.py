@@ -74,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warp-padding", choices=["border", "zeros"], default=None,
                         help="what the camera warp of the previous latent puts where the picture moves in: the edge "
                              "repeated ('border', the default) or zeros (the network draws it; a fresh or --init run)")
+    parser.add_argument("--depth", type=int, default=None,
+                        help="DiT blocks of a fresh or --init run (default: the preset's); deeper than the --init "
+                             "checkpoint grows it: its blocks first, the new ones starting as identities")
     parser.add_argument("--walk-zoom", type=float, default=None,
                         help="also enlarge the previous latent by this factor per tick of walking forward (e.g. "
                              "0.015; a fresh or --init run; docs/training.md, 'The walk zoom')")
@@ -107,7 +110,7 @@ def _train_config(args: argparse.Namespace, saved: dict | None = None) -> TrainC
     overrides = {"max_steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every,
                  "self_context": args.self_context, "adv_weight": args.adv_weight, "walk_zoom": args.walk_zoom,
                  "rollout_context": args.rollout_context, "rollout_frames": args.rollout_frames,
-                 "energy_score": args.energy_score, "warp_padding": args.warp_padding,
+                 "energy_score": args.energy_score, "warp_padding": args.warp_padding, "depth": args.depth,
                  "context_max": args.context_max, "context_noise": args.context_noise}
     if args.self_context is not None and not 0.0 <= args.self_context <= 1.0:
         raise SystemExit(f"--self-context {args.self_context} is not a share in [0, 1]")
@@ -213,7 +216,7 @@ def main(args: argparse.Namespace) -> int:
     train = LatentEpisodes.load(encode_shards(args.data, tokenizer, out / "latents", device=info.device))
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = build_dit(cfg.model, latent_channels=tokenizer.latent_channels, walk_zoom=cfg.walk_zoom,
-                      warp_padding=cfg.warp_padding)
+                      warp_padding=cfg.warp_padding, **({"depth": cfg.depth} if cfg.depth else {}))
     trainer = WorldTrainer(cfg, model, info, tokenizer=tokenizer,
                            compile=info.device.type == "cpu" and not args.no_compile)
     base_config = _checkpoint_config(cfg, model.config_dict(), tokenizer, str(args.tokenizer),

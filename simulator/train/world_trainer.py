@@ -76,6 +76,9 @@ class TrainConfig:
     walk_zoom: float = 0.0
     # DiTConfig.warp_padding of a fresh or --init run: "border" (the preset's) or "zeros"
     warp_padding: str = "border"
+    # DiT blocks of a fresh or --init run (0: the preset's). Deeper than the --init checkpoint: its blocks
+    # come first and the new ones start as identities (adaLN-Zero), so training starts from its predictions
+    depth: int = 0
     # context-noise augmentation (simulator.diffusion.DiffusionConfig, whose defaults these are): training
     # draws context and previous-latent levels uniformly in [0, context_max]; the exported generator noises
     # finished frames to context_noise. Higher inference levels trade sharpness for long-horizon PSNR
@@ -322,8 +325,12 @@ class WorldTrainer:
         """Warm start from a shipped checkpoint (weights only: it carries no optimizer state).
         Model and EMA both start from its weights; returns the steps it was trained for."""
         state, config = load_checkpoint(directory, device=self.info.device)
-        self.model.load_state_dict(state)
-        self.ema.load_state_dict(state)
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        grown = {f"blocks.{i}." for i in range(int(config["model"]["depth"]), self.model.cfg.depth)}
+        if unexpected or any(not any(k.startswith(g) for g in grown) for k in missing):
+            raise ValueError(f"{directory} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}): "
+                             "--init takes a checkpoint of the same model, or one with fewer blocks to grow")
+        self.ema.load_state_dict(self.model.state_dict())  # appended blocks: their identity init in both
         return int(config.get("steps", 0)) + int(config.get("init_steps", 0))
 
     def load(self, directory: str | Path) -> dict[str, torch.Tensor]:
