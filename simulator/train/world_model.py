@@ -87,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--context-max; docs/training.md, 'Context noise')")
     parser.add_argument("--no-compile", action="store_true",
                         help="run the training pass eagerly instead of through torch.compile (compiled, the default "
-                             "on CPU: ~1.3-1.6x the steps a minute for a compile of ~1 minute at the start; on CUDA "
+                             "on CPU: ~1.3-1.5x the steps a minute for a compile of ~1 minute at the start; on CUDA "
                              "the pass runs eagerly, its Triton kernels inside a compiled graph are not measured)")
     parser.add_argument("--eval-clips", type=int, default=8, help="held-out clips per evaluation")
     parser.add_argument("--export-last", action="store_true",
