@@ -19,7 +19,7 @@ import numpy as np
 from client.net import Client
 from client.window import FrameWindow, WindowConfig
 from simulator.actions import Action
-from simulator.benchlog import markdown_table, record
+from simulator.benchlog import add_record_arguments, markdown_table, record
 from simulator.serve import protocol as P
 
 TARGET_MEDIAN_MS, TARGET_P99_MS = 80.0, 200.0
@@ -82,8 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="when actions are sent: at random moments (key presses; default) or one per displayed "
                              "frame with a camera move (mouse look)")
     parser.add_argument("--format", choices=P.FORMATS, default=P.DEFAULT_FORMAT)
-    parser.add_argument("--note", default="", help="appended to the recorded notes (e.g. 'machine shared')")
-    parser.add_argument("--no-record", action="store_true", help="print only; do not append to docs/benchmarks.md")
+    add_record_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -123,8 +122,5 @@ def main(args: argparse.Namespace) -> int:
     notes = (f"{what}; {args.format} frames; {when}; latency = send -> first answering frame decoded and "
              f"flipped to a pygame window (SDL driver {os.environ.get('SDL_VIDEODRIVER') or 'default'}); "
              f"{ticks}. " + args.note).strip()
-    if args.no_record:
-        print(table + "\n\n" + notes)
-    else:
-        record("Latency: action to displayed frame", table, notes=notes)
+    record("Latency: action to displayed frame", table, notes=notes, dry_run=args.no_record)
     return 0

@@ -132,8 +132,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-frames", type=int, default=32, help="frames in the streaming cache")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     parser.add_argument("--only", choices=["train", "stream"], default=None)
-    parser.add_argument("--no-record", action="store_true", help="print only, do not append to docs/benchmarks.md")
-    parser.add_argument("--note", default="", help="extra note recorded with the table")
+    from simulator.benchlog import add_record_arguments
+
+    add_record_arguments(parser)
 
 
 def speedups(rows: list[Row]) -> list[list[object]]:
@@ -161,10 +162,7 @@ def main(args: argparse.Namespace) -> int:
         for row in [header] + table:
             print(" | ".join(str(c) for c in row))
         return 0
-    if args.no_record:
-        print(markdown_table(header, table))
-    else:
-        record("Attention kernels", markdown_table(header, table), notes=notes)
+    record("Attention kernels", markdown_table(header, table), notes=notes, dry_run=args.no_record)
     return 0
 
 

@@ -38,14 +38,28 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
+def add_record_arguments(parser, opt_in: bool = False) -> None:
+    """The options of every command that records figures: `--no-record` (or `--record` where
+    recording is opt-in) and `--note` (`--notes` is the same option)."""
+    if opt_in:
+        parser.add_argument("--record", action="store_true", help="append the figures to docs/benchmarks.md")
+    else:
+        parser.add_argument("--no-record", action="store_true", help="print only; do not append to docs/benchmarks.md")
+    parser.add_argument("--note", "--notes", dest="note", default="",
+                        help="recorded under the figures (e.g. 'machine shared', which checkpoint is which)")
+
+
 def record(title: str, table: str, command: str | None = None, notes: str = "",
-           path: Path = BENCHMARKS_MD) -> None:
-    """Print `table` and append it to docs/benchmarks.md under a dated heading."""
+           path: Path = BENCHMARKS_MD, dry_run: bool = False) -> None:
+    """Print `table` and append it to docs/benchmarks.md under a dated heading (print only when
+    `dry_run`)."""
     command = command or "patchworld " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     block = (f"\n### {title} ({stamp})\n\nCommand: `{command}`  \nMachine: {machine_description()}\n\n"
              f"{table}\n" + (f"\n{notes}\n" if notes else ""))
     print(block)
+    if dry_run:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         path.write_text("# Benchmarks\n\nEvery figure the project claims, with the command and machine that produced it.\n")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simulator.benchlog import markdown_table, record
+from simulator.benchlog import add_record_arguments, markdown_table, record
 from simulator.cli import parse_resolution
 from simulator.data.collect import CollectConfig, collect
 from simulator.world.engine import ENGINE_VERSION
@@ -87,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes", type=int, default=48)
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--notes", default="", help="appended to the recorded notes (e.g. 'machine shared')")
+    add_record_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -97,11 +97,11 @@ def main(args: argparse.Namespace) -> int:
         record(f"Data collection, {H}x{W}", markdown_table(
             ["workers", "episodes", "frames", "seconds", "frames/s (wall)", "frames per CPU-s"], rows),
             notes=f"{args.episodes} episodes x {args.steps} frames, human policy, one episode per shard. "
-                  + args.notes)
+                  + args.note, dry_run=args.no_record)
         record(f"Shard format, {H}x{W} frames", markdown_table(
             ["writer", "frames", "KiB/frame", "ratio", "write frames/s", "load frames/s"], bench_format(shard_dir)),
-            notes="Frames collected by the run above, one array, in memory (no disk). " + args.notes)
+            notes="Frames collected by the run above, one array, in memory (no disk). " + args.note, dry_run=args.no_record)
         record(f"ClipDataset, {H}x{W}", markdown_table(
             ["clip frames", "clips", "clips/s", "frames/s"], bench_loader(shard_dir, clip_frames=16)),
-            notes="One process, no DataLoader workers, page cache warm. " + args.notes)
+            notes="One process, no DataLoader workers, page cache warm. " + args.note, dry_run=args.no_record)
     return 0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from simulator.benchlog import add_record_arguments
 from simulator.eval.idm import InverseDynamics
 from simulator.eval.pipeline import EVAL_PRESETS, run_evaluation
 from simulator.eval.predictors import BASELINES, load_predictor
@@ -80,8 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="generator options (GeneratorConfig fields), e.g. steps=3 context=reuse")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--record", action="store_true", help="append the headline figures to docs/benchmarks.md")
-    parser.add_argument("--notes", default="", help="notes recorded with --record (e.g. 'machine shared/loaded')")
+    add_record_arguments(parser, opt_in=True)
 
 
 def _tokenizer(args: argparse.Namespace, predictor):
@@ -118,6 +118,6 @@ def main(args: argparse.Namespace) -> int:
     results["generator_options"] = parse_options(args.generator)
     path = write_report(results, pictures, args.out)
     if args.record:
-        record_headline(results, args.notes)
+        record_headline(results, args.note)
     print(f"wrote {path} and {Path(args.out) / 'metrics.json'}")
     return 0

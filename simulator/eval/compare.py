@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simulator.benchlog import markdown_table, record
+from simulator.benchlog import add_record_arguments, markdown_table, record
 
 def _rollout(metrics: dict, key: str) -> list[float]:
     return metrics["rollout"]["methods"]["model"][key]
@@ -97,9 +97,8 @@ def compare_table(settings: list[tuple[str, list[Path]]]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("settings", nargs="+", type=parse_setting, metavar="NAME=DIR[,DIR...]",
                         help="a setting's name and the `patchworld eval --out` folders that evaluated it")
-    parser.add_argument("--record", action="store_true", help="append the table to docs/benchmarks.md")
     parser.add_argument("--title", default="World model: evaluations compared", help="section title with --record")
-    parser.add_argument("--note", default="", help="recorded under the table")
+    add_record_arguments(parser, opt_in=True)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from simulator.actions import CAMERA_BINS, Action
 from simulator.eval.idm import IDM_BUTTONS, IDM_PRESETS, InverseDynamics, accuracy, action_targets, predict
-from simulator.benchlog import markdown_table, record
+from simulator.benchlog import add_record_arguments, markdown_table, record
 from simulator.eval.idm_data import IdmSamplerConfig, collect
 from simulator.eval.metrics import down_up
 
@@ -178,8 +178,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes", type=int, help="override the preset's training episodes")
     parser.add_argument("--evaluate", nargs="+", metavar="CKPT",
                         help="train nothing: score these IDM checkpoints on the preset's held-out worlds, side by side")
-    parser.add_argument("--record", action="store_true", help="with --evaluate: append the table to docs/benchmarks.md")
-    parser.add_argument("--notes", default="", help="notes recorded with --record (which checkpoint is which, the load)")
+    add_record_arguments(parser, opt_in=True)
 
 
 REPORTED_HEADS: tuple[str, ...] = ("action", "yaw_balanced", "yaw_moving_within1", "pitch_balanced",
@@ -206,7 +205,7 @@ def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     config = dataclasses.replace(IDM_TRAIN_PRESETS[args.preset])  # presets are shared: never mutate them
     if args.evaluate:
-        print(compare(config, args.evaluate, args.workers, args.record, args.notes))
+        print(compare(config, args.evaluate, args.workers, args.record, args.note))
         return 0
     if args.steps:
         config.steps = args.steps

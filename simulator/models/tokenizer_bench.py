@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from simulator.benchlog import markdown_table, record
+from simulator.benchlog import add_record_arguments, markdown_table, record
 from simulator.cli import parse_resolution
 from simulator.models.precision import autocast, cpu_has_fast_bf16
 from simulator.models.tokenizer import TOKENIZER_PRESETS, Tokenizer, preset
@@ -47,8 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heldout", default=None, help="held-out shards: also measure reconstruction quality")
     parser.add_argument("--every", type=int, default=1, help="use every N-th held-out frame")
     parser.add_argument("--png", default=None, help="write originals beside reconstructions here")
-    parser.add_argument("--notes", default="", help="appended to the recorded table (e.g. machine load)")
-    parser.add_argument("--no-record", action="store_true", help="print only; do not append to docs/benchmarks.md")
+    add_record_arguments(parser)
 
 
 def _model(args: argparse.Namespace) -> tuple[Tokenizer, str]:
@@ -107,15 +106,12 @@ def _quality(model: Tokenizer, args: argparse.Namespace, source: str) -> None:
     table = markdown_table(["tokenizer", "held-out frames", "PSNR dB", "SSIM", "sharpness (recon)",
                             "sharpness (true)", "sharpness ratio"], rows)
     notes = ("Targets: PSNR >= 32 dB (issue 3), sharpness ratio >= 0.85 (issue 8). Held-out shards: "
-             f"{args.heldout} (world seeds never trained on). {args.notes}").strip()
+             f"{args.heldout} (world seeds never trained on). {args.note}").strip()
     if args.png:
         pick = np.linspace(0, len(frames) - 1, 16).astype(int)
         save_comparison_png(args.png, frames[pick], recons[pick])
         notes += f" Picture: {args.png} (rows of originals, each above its reconstructions)."
-    if args.no_record:
-        print(table)
-    else:
-        record("Tokenizer reconstruction quality (held out)", table, notes=notes)
+    record("Tokenizer reconstruction quality (held out)", table, notes=notes, dry_run=args.no_record)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -145,10 +141,7 @@ def main(args: argparse.Namespace) -> int:
                f"frames/s ({'met' if best_encode >= ENCODE_TARGET_FPS else 'MISSED'}). inference_mode, channels_last; "
                f"bf16 = autocast, as the streaming generator runs on this CPU "
                f"({'native bf16' if cpu_has_fast_bf16() else 'no native bf16'}).")
-    if args.no_record:
-        print(table + "\n" + verdict)
-    else:
-        record("Tokenizer speed", table, notes=f"{verdict} {args.notes}".strip())
+    record("Tokenizer speed", table, notes=f"{verdict} {args.note}".strip(), dry_run=args.no_record)
     if args.heldout:
         _quality(model, args, source)
     return 0

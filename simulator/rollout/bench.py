@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from simulator.actions import Action
-from simulator.benchlog import markdown_table, record
+from simulator.benchlog import add_record_arguments, markdown_table, record
 from simulator.rollout.backend import Backend, StartCondition
 from simulator.serve.codec import encode_frame
 
@@ -79,8 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=200, help="timed ticks per configuration")
     parser.add_argument("--warmup", type=int, default=10, help="untimed ticks first")
     parser.add_argument("--sessions", default="1,2,4", help="comma-separated session counts to measure")
-    parser.add_argument("--note", default="", help="appended to the recorded notes (e.g. 'machine shared')")
-    parser.add_argument("--no-record", action="store_true", help="print only; do not append to docs/benchmarks.md")
+    add_record_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -116,8 +115,5 @@ def main(args: argparse.Namespace) -> int:
              f"Load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f} on "
              f"{os.cpu_count()} cores. "
              + args.note).strip()
-    if args.no_record:
-        print(table + "\n\n" + notes)
-    else:
-        record(f"Rollout: {backend.name} backend", table, notes=notes)
+    record(f"Rollout: {backend.name} backend", table, notes=notes, dry_run=args.no_record)
     return 0

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from simulator.actions import BUTTON_DIM, CAMERA_BINS
-from simulator.benchlog import markdown_table, record
+from simulator.benchlog import add_record_arguments, markdown_table, record
 from simulator.models.dit import build_dit
 from simulator.train.ddp import DistInfo
 from simulator.train.world_data import LatentEpisodes
@@ -31,8 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latent", default="16,16", help="latent height,width (64x64 frames at stride 4: 16,16)")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per setting")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (the compile happens here)")
-    parser.add_argument("--no-record", action="store_true", help="print only; do not append to docs/benchmarks.md")
-    parser.add_argument("--notes", default="", help="appended below the recorded table")
+    add_record_arguments(parser)
 
 
 def synthetic_episodes(channels: int, size: tuple[int, int], episodes: int = 8, frames: int = 64) -> LatentEpisodes:
@@ -82,9 +81,6 @@ def main(args: argparse.Namespace) -> int:
     notes = (f"Preset {args.preset!r}: batch {cfg.batch_size} clips of {cfg.clip_frames} frames, latents "
              f"{channels}x{size[0]}x{size[1]}, precision {cfg.precision} (bf16 autocast where the CPU has it); a step "
              f"is forward, backward, clipping, AdamW and the EMA update. {args.steps} timed steps after {args.warmup} "
-             f"(compiled: the compile is in those). " + args.notes)
-    if args.no_record:
-        print(table + "\n\n" + notes)
-    else:
-        record("World-model training steps, eager against compiled", table, notes=notes)
+             f"(compiled: the compile is in those). " + args.note)
+    record("World-model training steps, eager against compiled", table, notes=notes, dry_run=args.no_record)
     return 0

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from simulator.actions import Action, from_arrays
-from simulator.benchlog import markdown_table, record
+from simulator.benchlog import add_record_arguments, markdown_table, record
 from simulator.checkpoint import load_config
 from simulator.data.shards import ShardReader, list_shards
 from simulator.eval.camera import ShiftConfig, clip_shifts, following, image_shift
@@ -165,8 +165,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="other generator options (GeneratorConfig fields), each with values to compare, e.g. "
                              "context_noise=0,0.05 context=pass,reuse (every combination is run)")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--note", default="", help="appended to the recorded notes (e.g. 'machine shared')")
-    parser.add_argument("--no-record", action="store_true", help="print only")
+    add_record_arguments(parser)
 
 
 def _figures_table(settings: list[dict], results: list[dict[str, float]]) -> str:
@@ -211,13 +210,10 @@ def main(args: argparse.Namespace) -> int:
              f"{clips.seeds}, {len(clips.seeds)} clips of 4 true context frames + 16 generated frames at "
              f"{gen.resolution[0]}x{gen.resolution[1]}. PSNR in dB (per frame, then averaged; copy-last of a still "
              f"frame counts 100 dB, hence the medians); sharpness = mean |Laplacian| of the grey image. " + args.note)
-    if args.no_record:
-        print(table + "\n\n" + notes)
-    else:
-        command = "patchworld eval-sweep " + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()
-            if k != "note" and v not in (None, False, "", []))
-        record("World model held-out figures", table, command=command, notes=notes)
+    command = "patchworld eval-sweep " + " ".join(
+        f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()
+        if k != "note" and v not in (None, False, "", []))
+    record("World model held-out figures", table, command=command, notes=notes, dry_run=args.no_record)
     return 0
 
 

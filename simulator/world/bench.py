@@ -13,7 +13,7 @@ import os
 import time
 
 from simulator.actions import Action
-from simulator.benchlog import markdown_table, record
+from simulator.benchlog import add_record_arguments, markdown_table, record
 from simulator.world.engine import World, WorldConfig
 
 TARGETS = {(64, 64): 200.0, (256, 256): 20.0}  # frames/s the issue asks for
@@ -46,7 +46,7 @@ def measure(width: int, height: int, parallel: bool, seeds: list[int], ticks: in
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="worlds to walk in")
     parser.add_argument("--ticks", type=int, default=400, help="timed steps per seed (64x64; 256x256 gets 1/8)")
-    parser.add_argument("--no-record", action="store_true", help="print only; do not append to docs/benchmarks.md")
+    add_record_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -64,8 +64,5 @@ def main(args: argparse.Namespace) -> int:
     notes = (f"World.step (physics + ray-cast render) along a scripted walk, seeds {args.seeds}, one process. "
              f"Load average during the run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} "
              f"cores{' (machine shared with other jobs: wall figures are pessimistic)' if load[0] > 1.5 else ''}.")
-    if args.no_record:
-        print(table + "\n\n" + notes)
-    else:
-        record("World engine frames/s", table, notes=notes)
+    record("World engine frames/s", table, notes=notes, dry_run=args.no_record)
     return 0
