@@ -370,14 +370,16 @@ def test_warm_up_leaves_no_trace():
 def test_compiled_streaming_pass_equals_the_eager_one():
     """GeneratorConfig.compile runs the model's streaming pass through torch.compile: the same
     latents (fp32, to rounding) over ticks that fill the cache and run past it, for one stream and two;
-    a stream's frames do not depend on whether another ticks beside it; the caller's model stays
+    a stream's frames do not depend on whether another ticks beside it, nor on whether its generator
+    holds one stream (whose cache the pass reads in place) or more; the caller's model stays
     uncompiled."""
     model, tok = _parts()
     cfg = GeneratorConfig(resolution=(16, 16), window_frames=2, steps=2, seed=3, precision="fp32", context="reuse")
     eager = Generator(model, tok, cfg, batch_size=2)
     compiled = Generator(model, tok, dataclasses.replace(cfg, compile=True), batch_size=2)
-    alone = Generator(model, tok, dataclasses.replace(cfg, compile=True), batch_size=2)
-    assert "stream_pass" not in vars(model) and "stream_pass" in vars(compiled._model)
+    alone = Generator(model, tok, dataclasses.replace(cfg, compile=True), batch_size=1)
+    for name in ("stream_pass", "stream_modulations"):
+        assert name not in vars(model) and name in vars(compiled._model)
     frames, actions = _context(T=3)
     for gen in (eager, compiled, alone):
         gen.start(0, frames, actions)

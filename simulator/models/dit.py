@@ -166,7 +166,8 @@ class StreamView:
     sin: torch.Tensor
     start: torch.Tensor  # [B] ring bounds of the rows, as before this tick's append
     length: torch.Tensor
-    layers: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values [B, H, S, head_dim]
+    keys: torch.Tensor  # [layers, B, H, S, head_dim] the rows' cached keys (a copy)
+    values: torch.Tensor
     token_frame: torch.Tensor  # [L] frame of each token within the chunk
 
 
@@ -340,8 +341,8 @@ class DiT(nn.Module):
         self._check_latents(x)
         B, T, C, h, w = x.shape
         view = self.stream_view(cache, rows, first_frame, T, h, w)
-        return self.forward_stream(x, self.warp_previous(prev, camera, buttons), self.modulations(self.condition(noise_level, prev_level, buttons, camera)),
-                                   view, append)
+        return self.forward_stream(x, self.warp_previous(prev, camera, buttons),
+                                   self.stream_modulations(noise_level, prev_level, buttons, camera), view, append)
 
     def stream_view(self, cache: KVCache, rows: torch.Tensor, first_frame: torch.Tensor, frames: int,
                     h: int, w: int) -> StreamView:
@@ -357,9 +358,9 @@ class DiT(nn.Module):
         offsets[:, 0, 0] = first_frame
         cos, sin = rotary_angles((base[None] + offsets).reshape(-1, 3), self.cfg.head_dim, self.cfg.rope_theta)
         cos, sin = cos.view(B, 1, frames * N, -1), sin.view(B, 1, frames * N, -1)  # [B, 1, L, d/2], broadcast over heads
+        keys, values = cache.rows(rows)
         return StreamView(cache=cache, rows=rows, frames=frames, cos=cos, sin=sin,
-                          start=cache.start[rows], length=cache.length[rows],
-                          layers=[cache.layer(i, rows) for i in range(self.cfg.depth)],
+                          start=cache.start[rows], length=cache.length[rows], keys=keys, values=values,
                           token_frame=torch.arange(frames, device=rows.device).repeat_interleave(N))
 
     def modulations(self, cond: torch.Tensor) -> list[torch.Tensor]:
@@ -367,6 +368,12 @@ class DiT(nn.Module):
         [B, F, 6D] per block and [B, F, 2D]. They depend only on noise level and action, so the
         generator computes them for all passes of a tick at once (F = passes) and slices."""
         return [block.adaLN(cond) for block in self.blocks] + [self.final_adaLN(cond)]
+
+    def stream_modulations(self, noise_level: torch.Tensor, prev_level: torch.Tensor, buttons: torch.Tensor,
+                           camera: torch.Tensor) -> list[torch.Tensor]:
+        """`modulations` of `condition` (arguments as there): what a tick's passes take from its levels
+        and action, the part of a tick `compile_stream` compiles beside the pass."""
+        return self.modulations(self.condition(noise_level, prev_level, buttons, camera))
 
     def forward_stream(self, x: torch.Tensor, prev: torch.Tensor, mods: list[torch.Tensor], view: StreamView,
                        append: bool, history: str = "with") -> torch.Tensor:
@@ -391,7 +398,7 @@ class DiT(nn.Module):
             raise ValueError("only a pass with history appends to the cache")
         if T > 1:  # per frame -> per token; a one-frame chunk broadcasts its single row
             mods = [m[:, view.token_frame] for m in mods]
-        pred, fresh = self.stream_pass(x, prev, mods, view.cos, view.sin, view.layers,
+        pred, fresh = self.stream_pass(x, prev, mods, view.cos, view.sin, view.keys, view.values,
                                        view.start, view.length, history)
         if append:
             tokens = T * view.cache.frame_tokens
@@ -402,7 +409,7 @@ class DiT(nn.Module):
         return pred
 
     def stream_pass(self, x: torch.Tensor, prev: torch.Tensor, mods: list[torch.Tensor], cos: torch.Tensor,
-                    sin: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]], start: torch.Tensor,
+                    sin: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, start: torch.Tensor,
                     length: torch.Tensor, history: str
                     ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
         """The network of `forward_stream` (arguments checked there; mods per token or per chunk),
@@ -416,7 +423,7 @@ class DiT(nn.Module):
                 return block_causal_attention(q, k, v, frame_tokens=N, chunk_frames=self.cfg.chunk_frames)
             if history == "both":
                 (q, q_alone), (k, k_alone), (v, v_alone) = q.chunk(2), k.chunk(2), v.chunk(2)
-            k_cache, v_cache = layers[layer]
+            k_cache, v_cache = keys[layer], values[layer]
             out = cached_attention(q, k, v, k_cache.to(q.dtype), v_cache.to(q.dtype), cache_start=start,
                                    cache_len=length)
             if history == "with":
@@ -446,18 +453,22 @@ class DiT(nn.Module):
         predictions differ from eager ones by rounding."""
         # freezing: the weights become constants (oneDNN packs them once): 18-22% more frames/s on one
         # thread (session 15); the model must not be trained after this (the Generator runs its copy)
-        one = compiled_or_eager(self.stream_pass, "the streaming pass", freezing=True, dynamic=False)
+        eager = self.stream_pass
 
-        def standard(mods: list[torch.Tensor]) -> list[torch.Tensor]:
-            # fresh standard strides: the slices of a tick's modulations would otherwise be new inputs to
-            # the graph (a size-1 dim's stride counts there, though `contiguous()` ignores it)
-            return [m.clone(memory_format=torch.contiguous_format) for m in mods]
+        def flat_pass(x, prev, flat, widths, cos, sin, keys, values, start, length, history):
+            return eager(x, prev, list(flat.split(widths, dim=-1)), cos, sin, keys, values, start, length, history)
 
-        def stream_pass(x, prev, mods, cos, sin, layers, start, length, history):
-            if len(x) == 1:
-                return one(x, prev, standard(mods), cos, sin, layers, start, length, history)
-            rows = [one(x[i:i + 1], prev[i:i + 1], standard([m[i:i + 1] for m in mods]), cos[i:i + 1], sin[i:i + 1],
-                        [(k[i:i + 1], v[i:i + 1]) for k, v in layers], start[i:i + 1], length[i:i + 1], history)
+        # the modulations go in as one tensor and the cache as one tensor each for keys and values: every
+        # tensor input costs the compiled call a guard (~0.7 ms a pass with a list of each, session 16)
+        one = compiled_or_eager(flat_pass, "the streaming pass", freezing=True, dynamic=False)
+
+        def stream_pass(x, prev, mods, cos, sin, keys, values, start, length, history):
+            widths = tuple(m.shape[-1] for m in mods)
+            if len(x) == 1:  # cat: one fresh tensor of standard strides whichever slices came in
+                return one(x, prev, torch.cat(mods, dim=-1), widths, cos, sin, keys, values, start, length, history)
+            rows = [one(x[i:i + 1], prev[i:i + 1], torch.cat([m[i:i + 1] for m in mods], dim=-1), widths,
+                        cos[i:i + 1], sin[i:i + 1], keys[:, i:i + 1].contiguous(), values[:, i:i + 1].contiguous(),
+                        start[i:i + 1], length[i:i + 1], history)
                     for i in range(len(x))]
             # history "both": each stream's [with, without] -> every stream's prediction with history, then without
             pred = torch.cat([r[0][:1] for r in rows] + [r[0][1:] for r in rows]) if history == "both" \
@@ -467,6 +478,9 @@ class DiT(nn.Module):
             return pred, fresh
 
         self.stream_pass = stream_pass
+        # ~30 small eager ops a tick otherwise (2-3 ms on one thread, session 16)
+        self.stream_modulations = compiled_or_eager(self.stream_modulations, "the modulations", freezing=True,
+                                                    dynamic=False)
 
     def new_cache(self, batch: int, window_frames: int, frame_tokens: int, device: torch.device | str,
                   dtype: torch.dtype = torch.float32) -> KVCache:

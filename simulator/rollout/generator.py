@@ -397,9 +397,8 @@ class Generator:
         """The model's adaLN modulations [B, P, .] for P passes at noise `levels` under one action."""
         B, P = len(prev_level), len(levels)
         noise_level = torch.tensor(levels, device=self.device).expand(B, P)  # [B, P]
-        cond = self._model.condition(noise_level, prev_level.expand(B, P), buttons.expand(B, P, -1),
-                                    camera.expand(B, P, -1))  # [B, P, D]
-        return self._model.modulations(cond)
+        return self._model.stream_modulations(noise_level, prev_level.expand(B, P), buttons.expand(B, P, -1),
+                                              camera.expand(B, P, -1))
 
     def _encode(self, actions: list[Action]) -> tuple[torch.Tensor, torch.Tensor]:
         """Actions -> model inputs (buttons [B, 1, BUTTON_DIM], camera bins [B, 1, 2]) on the device."""
