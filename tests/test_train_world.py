@@ -39,6 +39,17 @@ def _trainer(seed: int = 0, info: DistInfo = CPU) -> WorldTrainer:
     return WorldTrainer(TRAIN_PRESETS["tiny"], build_dit("tiny"), info)
 
 
+def test_learning_rate_warms_up_holds_and_cools_down_to_zero():
+    cfg = replace(TRAIN_PRESETS["tiny"], lr=1e-3, warmup_steps=10, max_steps=100)
+    constant = WorldTrainer(cfg, build_dit("tiny"), CPU)
+    assert constant.lr_at(0) == pytest.approx(1e-4) and constant.lr_at(50) == constant.lr_at(99) == 1e-3
+    cooled = WorldTrainer(replace(cfg, cooldown_steps=40), build_dit("tiny"), CPU)
+    rates = [cooled.lr_at(step) for step in range(100)]
+    assert rates[:60] == [constant.lr_at(step) for step in range(60)]
+    assert rates[80] == pytest.approx(5e-4) and rates[99] == pytest.approx(2.5e-5)
+    assert all(a > b for a, b in zip(rates[60:], rates[61:]))
+
+
 def test_sampler_clips_stay_inside_episodes():
     eps = _episodes(E=3, T=10)
     batch = eps.sampler(clip_frames=4, seed=0).batch(64)

@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--steps", type=int, default=None, help="stop at this total step count")
+    parser.add_argument("--cooldown", type=int, default=None,
+                        help="the last N steps before --steps, the learning rate falls linearly to zero (ends a "
+                             "constant-rate run, e.g. a resumed one: --steps CURRENT+N --cooldown N)")
     parser.add_argument("--minutes", type=float, default=None, help="stop after this much wall time")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
@@ -111,7 +114,8 @@ def _train_config(args: argparse.Namespace, saved: dict | None = None) -> TrainC
                  "self_context": args.self_context, "adv_weight": args.adv_weight, "walk_zoom": args.walk_zoom,
                  "rollout_context": args.rollout_context, "rollout_frames": args.rollout_frames,
                  "energy_score": args.energy_score, "warp_padding": args.warp_padding, "depth": args.depth,
-                 "context_max": args.context_max, "context_noise": args.context_noise}
+                 "context_max": args.context_max, "context_noise": args.context_noise,
+                 "cooldown_steps": args.cooldown}
     if args.self_context is not None and not 0.0 <= args.self_context <= 1.0:
         raise SystemExit(f"--self-context {args.self_context} is not a share in [0, 1]")
     if args.rollout_context is not None and not 0.0 <= args.rollout_context <= 1.0:
@@ -121,6 +125,8 @@ def _train_config(args: argparse.Namespace, saved: dict | None = None) -> TrainC
     if args.adv_weight is not None and args.adv_weight < 0:
         raise SystemExit(f"--adv-weight {args.adv_weight} must be >= 0")
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    if not 0 <= cfg.cooldown_steps <= cfg.max_steps:
+        raise SystemExit(f"--cooldown {cfg.cooldown_steps} must lie in [0, the run's {cfg.max_steps} steps]")
     if not 0.0 <= cfg.context_noise <= cfg.context_max < 1.0:
         raise SystemExit(f"context noise {cfg.context_noise} must lie in [0, context max {cfg.context_max}], "
                          "and the context max below 1: the generator gives finished frames a level it was trained on")

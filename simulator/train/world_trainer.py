@@ -48,6 +48,9 @@ class TrainConfig:
     batch_size: int = 12  # clips per step per process
     lr: float = 3e-4
     warmup_steps: int = 200  # linear learning-rate warmup
+    # the last this-many steps before max_steps, the learning rate falls linearly to zero (the decay of a
+    # warmup-stable-decay schedule: a constant-rate run that ends this way settles lower); 0 = constant
+    cooldown_steps: int = 0
     weight_decay: float = 0.01
     grad_clip: float = 1.0  # max global gradient norm
     ema_decay: float = 0.999
@@ -152,7 +155,11 @@ class WorldTrainer:
             self.disc = wrap(disc, info)
 
     def lr_at(self, step: int) -> float:
-        return self.cfg.lr * min(1.0, (step + 1) / max(1, self.cfg.warmup_steps))
+        """Linear warmup, then constant; with `cooldown_steps`, linear to zero at `max_steps`."""
+        rate = self.cfg.lr * min(1.0, (step + 1) / max(1, self.cfg.warmup_steps))
+        if self.cfg.cooldown_steps:
+            rate *= min(1.0, max(0.0, (self.cfg.max_steps - step) / self.cfg.cooldown_steps))
+        return rate
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Weighted x0 loss of one batch {"latents" [B, T+1, C, h, w], "buttons", "camera" [B, T+1, ...]}; an
