@@ -396,6 +396,23 @@ def test_compiled_streaming_pass_equals_the_eager_one():
         np.testing.assert_array_equal(solo[0], got[0])  # (latents: to ~1e-6, batched matmuls round apart)
 
 
+def test_compiled_generators_of_two_models_each_run_their_own_weights():
+    """The compiled pass freezes its model's weights into the graph, and dynamo keeps graphs per code
+    object: a second model's generator must get its own graph, not the first one's constants (it would
+    with dynamo's guards on modules skipped)."""
+    cfg = GeneratorConfig(resolution=(16, 16), window_frames=2, steps=2, seed=3, precision="fp32", context="reuse")
+    frames, actions = _context(T=3)
+    for seed in (0, 1):
+        model, tok = _parts(seed)
+        runs = []
+        for compile in (False, True):
+            gen = Generator(model, tok, dataclasses.replace(cfg, compile=compile))
+            gen.start(0, frames, actions)
+            runs.append(_rollout(gen, [0], 3))
+        for eager, compiled in zip(*runs):
+            assert np.abs(compiled[0].astype(int) - eager[0].astype(int)).max() <= 1
+
+
 def test_a_compile_that_fails_falls_back_to_the_eager_pass(monkeypatch):
     """Where torch.compile cannot work (no C++ compiler for inductor, say), the generator warns once and
     runs the eager pass: the frames an eager generator makes."""

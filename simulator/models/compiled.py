@@ -26,7 +26,10 @@ def compiled_or_eager(eager: Callable, what: str, freezing: bool = False, **opti
     gradients: the weights become constants (oneDNN packs the linear layers' once and fuses their
     activations), so the module must not change after its first call. `options={"freezing": True}`
     does not reach the inference compiler in torch 2.13 (the graph kept its weights as inputs), so the
-    global flag is set around each call instead (~15 us)."""
+    global flag is set around each call instead (~15 us). Dynamo's guards on the modules must stay:
+    they are what gives a second model its own graph rather than the first one's frozen weights
+    (`torch.compiler.skip_guard_on_all_nn_modules_unsafe` would save ~0.3 ms a call and break that;
+    tests/test_generator.py, two models)."""
     run = torch.compile(eager, **options)
 
     def call(*args, **kwargs):
