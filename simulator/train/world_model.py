@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from simulator.actions import ENCODING_VERSION
-from simulator.checkpoint import save_checkpoint
+from simulator.checkpoint import load_config, save_checkpoint
 from simulator.models.dit import build_dit
 from simulator.models.tokenizer import Tokenizer
 from simulator.rollout.generator import GeneratorConfig
@@ -78,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what the camera warp of the previous latent puts where the picture moves in: the edge "
                              "repeated ('border', the default) or zeros (the network draws it; a fresh or --init run)")
     parser.add_argument("--depth", type=int, default=None,
-                        help="DiT blocks of a fresh or --init run (default: the preset's); deeper than the --init "
+                        help="DiT blocks of a fresh or --init run (default: the --init checkpoint's, else the "
+                             "preset's); deeper than the --init "
                              "checkpoint grows it: its blocks first, the new ones starting as identities")
     parser.add_argument("--walk-zoom", type=float, default=None,
                         help="also enlarge the previous latent by this factor per tick of walking forward (e.g. "
@@ -100,7 +101,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _train_config(args: argparse.Namespace, saved: dict | None = None) -> TrainConfig:
     """The preset, or on resume the recipe saved in OUT/last (so `--lr` and the like need not be
-    given again), with the command line's overrides on top."""
+    given again), with the command line's overrides on top; a fresh `--init` run without `--depth`
+    takes the checkpoint's depth."""
     cfg = TRAIN_PRESETS[args.preset]
     if saved is not None:
         if saved.get("model", cfg.model) != cfg.model:
@@ -125,6 +127,8 @@ def _train_config(args: argparse.Namespace, saved: dict | None = None) -> TrainC
     if args.adv_weight is not None and args.adv_weight < 0:
         raise SystemExit(f"--adv-weight {args.adv_weight} must be >= 0")
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    if saved is None and args.init and args.depth is None:  # a grown checkpoint continues at its own depth
+        cfg = replace(cfg, depth=int(load_config(args.init)["model"]["depth"]))
     if not 0 <= cfg.cooldown_steps <= cfg.max_steps:
         raise SystemExit(f"--cooldown {cfg.cooldown_steps} must lie in [0, the run's {cfg.max_steps} steps]")
     if not 0.0 <= cfg.context_noise <= cfg.context_max < 1.0:
