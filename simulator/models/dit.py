@@ -166,7 +166,7 @@ class StreamView:
     sin: torch.Tensor
     start: torch.Tensor  # [B] ring bounds of the rows, as before this tick's append
     length: torch.Tensor
-    keys: torch.Tensor  # [layers, B, H, S, head_dim] the rows' cached keys (a copy)
+    keys: torch.Tensor  # [layers, B, H, S, head_dim] the rows' cached keys (KVCache.rows)
     values: torch.Tensor
     token_frame: torch.Tensor  # [L] frame of each token within the chunk
 
@@ -458,8 +458,8 @@ class DiT(nn.Module):
         def flat_pass(x, prev, flat, widths, cos, sin, keys, values, start, length, history):
             return eager(x, prev, list(flat.split(widths, dim=-1)), cos, sin, keys, values, start, length, history)
 
-        # the modulations go in as one tensor and the cache as one tensor each for keys and values: every
-        # tensor input costs the compiled call a guard (~0.7 ms a pass with a list of each, session 16)
+        # the modulations go in as one tensor (one cat a pass instead of a clone of each) and the cache as one
+        # keys and one values tensor (one gather a tick instead of one per layer, none for a single stream)
         one = compiled_or_eager(flat_pass, "the streaming pass", freezing=True, dynamic=False)
 
         def stream_pass(x, prev, mods, cos, sin, keys, values, start, length, history):
