@@ -449,7 +449,8 @@ class DiT(nn.Module):
         static graph, and a stream's frames stay independent of which other streams tick beside it
         (graphs for other batch sizes round differently). On the 2-core CPU a tick of one stream takes
         25-45% less time (docs/benchmarks.md); several streams no longer share their passes' per-op
-        overhead. The first call compiles (tens of seconds; then seconds, from inductor's disk cache);
+        overhead. The first call compiles (~70 s the first time on a machine, then ~30 s: inductor's disk cache
+        skips code generation, not tracing);
         predictions differ from eager ones by rounding."""
         # freezing: the weights become constants (oneDNN packs them once): 18-22% more frames/s on one
         # thread (session 15); the model must not be trained after this (the Generator runs its copy)
