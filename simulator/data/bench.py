@@ -100,7 +100,8 @@ def main(args: argparse.Namespace) -> int:
                   + args.note, dry_run=args.no_record)
         record(f"Shard format, {H}x{W} frames", markdown_table(
             ["writer", "frames", "KiB/frame", "ratio", "write frames/s", "load frames/s"], bench_format(shard_dir)),
-            notes="Frames collected by the run above, one array, in memory (no disk). " + args.note, dry_run=args.no_record)
+            notes="Frames collected by the run above, one array, in memory (no disk). " + args.note,
+            dry_run=args.no_record)
         record(f"ClipDataset, {H}x{W}", markdown_table(
             ["clip frames", "clips", "clips/s", "frames/s"], bench_loader(shard_dir, clip_frames=16)),
             notes="One process, no DataLoader workers, page cache warm. " + args.note, dry_run=args.no_record)
