@@ -79,8 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "repeated ('border', the default) or zeros (the network draws it; a fresh or --init run)")
     parser.add_argument("--depth", type=int, default=None,
                         help="DiT blocks of a fresh or --init run (default: the --init checkpoint's, else the "
-                             "preset's); deeper than the --init "
-                             "checkpoint grows it: its blocks first, the new ones starting as identities")
+                             "preset's); deeper than the --init checkpoint grows it: its blocks first, the new ones "
+                             "starting as identities")
     parser.add_argument("--walk-zoom", type=float, default=None,
                         help="also enlarge the previous latent by this factor per tick of walking forward (e.g. "
                              "0.015; a fresh or --init run; docs/training.md, 'The walk zoom')")
