@@ -102,13 +102,13 @@ def test_resume_keeps_the_saved_recipe_unless_overridden(tmp_path):
         world_model._train_config(parser.parse_args(base[:-4] + ["--preset", "tiny"] + base[-2:]), saved)
 
 
-def test_init_continues_a_grown_checkpoint_at_its_depth(tmp_path):
+def test_init_continues_a_grown_checkpoint_at_its_size(tmp_path):
     from simulator.train import world_model
 
     parser = argparse.ArgumentParser()
     world_model.add_arguments(parser)
     (tmp_path / "ckpt").mkdir()
-    (tmp_path / "ckpt" / "config.json").write_text(json.dumps({"model": {"depth": 10}}))
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps({"model": {"depth": 10, "mlp_ratio": 6.0}}))
     base = ["--data", "d", "--heldout", "h", "--tokenizer", "t", "--preset", "cpu", "--out", str(tmp_path / "run")]
     assert world_model._train_config(parser.parse_args(base)).depth == 0  # the preset's
     assert world_model._train_config(parser.parse_args(base + ["--init", str(tmp_path / "ckpt")])).depth == 10
@@ -116,6 +116,11 @@ def test_init_continues_a_grown_checkpoint_at_its_depth(tmp_path):
     assert world_model._train_config(grown).depth == 12
     resumed = parser.parse_args(base + ["--init", str(tmp_path / "ckpt")])
     assert world_model._train_config(resumed, {"model": "cpu", "depth": 11}).depth == 11  # the run's own recipe
+    assert world_model._train_config(parser.parse_args(base)).mlp_ratio == 0  # the preset's
+    assert world_model._train_config(parser.parse_args(base + ["--init", str(tmp_path / "ckpt")])).mlp_ratio == 6
+    wider = parser.parse_args(base + ["--init", str(tmp_path / "ckpt"), "--mlp-ratio", "8"])
+    assert world_model._train_config(wider).mlp_ratio == 8
+    assert world_model._train_config(resumed, {"model": "cpu", "mlp_ratio": 7.0}).mlp_ratio == 7
 
 
 def test_context_noise_options_reach_the_objective_and_the_exported_generator():

@@ -358,16 +358,18 @@ def test_a_training_compile_that_fails_falls_back_to_eager(one_thread, monkeypat
     assert got == want
 
 
-def test_init_grows_a_deeper_model_that_predicts_as_its_source(tmp_path, one_thread):
-    """`--init` with `--depth` above the checkpoint's: its blocks first, the new ones identities, so the
-    grown model starts from the source's predictions; a checkpoint that does not fit is refused."""
+@pytest.mark.parametrize("grow", [{"depth": 3}, {"mlp_ratio": 6.0}, {"depth": 3, "mlp_ratio": 8.0}])
+def test_init_grows_a_model_that_predicts_as_its_source(tmp_path, one_thread, grow):
+    """`--init` with `--depth` or `--mlp-ratio` above the checkpoint's: its blocks and hidden units
+    first, the new blocks identities and the new hidden units silent, so the grown model starts from
+    the source's predictions and learns with all of its weights; a checkpoint that does not fit is refused."""
     from simulator.checkpoint import save_checkpoint
 
     source = _trainer(seed=1)
     _steps(source, 3)  # trained a little: the gates are no longer zero
     save_checkpoint(tmp_path / "src", source.ema.state_dict(), {"model": source.ema.config_dict(), "steps": 3})
     torch.manual_seed(2)
-    grown = WorldTrainer(TRAIN_PRESETS["tiny"], build_dit("tiny", depth=3), CPU)
+    grown = WorldTrainer(TRAIN_PRESETS["tiny"], build_dit("tiny", **grow), CPU)
     assert grown.init_weights(tmp_path / "src") == 3
     batch = _episodes().sampler(clip_frames=4, seed=9).batch(2)
     x, prev = batch["latents"][:, 1:], batch["latents"][:, :-1]
@@ -376,5 +378,13 @@ def test_init_grows_a_deeper_model_that_predicts_as_its_source(tmp_path, one_thr
     with torch.no_grad():
         torch.testing.assert_close(grown.ema(*args), source.ema(*args), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(grown.model(*args), source.ema(*args), rtol=1e-5, atol=1e-5)
+    before = {k: v.clone() for k, v in grown.model.state_dict().items()}
+    _steps(grown, 1)
+    after = grown.model.state_dict()
+    if "mlp_ratio" in grow:  # the new hidden units learn: their zero output weights move
+        hidden = source.model.blocks[0].mlp[2].in_features
+        assert not torch.equal(after["blocks.0.mlp.2.weight"][:, hidden:], before["blocks.0.mlp.2.weight"][:, hidden:])
     with pytest.raises(ValueError, match="does not fit this model"):
         WorldTrainer(TRAIN_PRESETS["tiny"], build_dit("tiny", depth=1), CPU).init_weights(tmp_path / "src")
+    with pytest.raises(ValueError, match="does not fit this model"):  # narrower MLPs cannot take it
+        WorldTrainer(TRAIN_PRESETS["tiny"], build_dit("tiny", mlp_ratio=2.0), CPU).init_weights(tmp_path / "src")

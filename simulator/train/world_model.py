@@ -81,6 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="DiT blocks of a fresh or --init run (default: the --init checkpoint's, else the "
                              "preset's); deeper than the --init checkpoint grows it: its blocks first, the new ones "
                              "starting as identities")
+    parser.add_argument("--mlp-ratio", type=float, default=None,
+                        help="MLP hidden width as a multiple of the model width, for a fresh or --init run (default: "
+                             "the --init checkpoint's, else the preset's 4); wider than the --init checkpoint grows "
+                             "it: its hidden units first, the new ones adding nothing until trained")
     parser.add_argument("--walk-zoom", type=float, default=None,
                         help="also enlarge the previous latent by this factor per tick of walking forward (e.g. "
                              "0.015; a fresh or --init run; docs/training.md, 'The walk zoom')")
@@ -102,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _train_config(args: argparse.Namespace, saved: dict | None = None) -> TrainConfig:
     """The preset, or on resume the recipe saved in OUT/last (so `--lr` and the like need not be
     given again), with the command line's overrides on top; a fresh `--init` run without `--depth`
-    takes the checkpoint's depth."""
+    takes the checkpoint's depth and MLP ratio."""
     cfg = TRAIN_PRESETS[args.preset]
     if saved is not None:
         if saved.get("model", cfg.model) != cfg.model:
@@ -116,6 +120,7 @@ def _train_config(args: argparse.Namespace, saved: dict | None = None) -> TrainC
                  "self_context": args.self_context, "adv_weight": args.adv_weight, "walk_zoom": args.walk_zoom,
                  "rollout_context": args.rollout_context, "rollout_frames": args.rollout_frames,
                  "energy_score": args.energy_score, "warp_padding": args.warp_padding, "depth": args.depth,
+                 "mlp_ratio": args.mlp_ratio,
                  "context_max": args.context_max, "context_noise": args.context_noise,
                  "cooldown_steps": args.cooldown}
     if args.self_context is not None and not 0.0 <= args.self_context <= 1.0:
@@ -127,8 +132,14 @@ def _train_config(args: argparse.Namespace, saved: dict | None = None) -> TrainC
     if args.adv_weight is not None and args.adv_weight < 0:
         raise SystemExit(f"--adv-weight {args.adv_weight} must be >= 0")
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
-    if saved is None and args.init and args.depth is None:  # a grown checkpoint continues at its own depth
-        cfg = replace(cfg, depth=int(load_config(args.init)["model"]["depth"]))
+    if saved is None and args.init:  # a grown checkpoint continues at its own size unless told otherwise
+        model = load_config(args.init)["model"]
+        if args.depth is None:
+            cfg = replace(cfg, depth=int(model["depth"]))
+        if args.mlp_ratio is None and "mlp_ratio" in model:
+            cfg = replace(cfg, mlp_ratio=float(model["mlp_ratio"]))
+    if cfg.mlp_ratio < 0:
+        raise SystemExit(f"--mlp-ratio {cfg.mlp_ratio} must be positive")
     if not 0 <= cfg.cooldown_steps <= cfg.max_steps:
         raise SystemExit(f"--cooldown {cfg.cooldown_steps} must lie in [0, the run's {cfg.max_steps} steps]")
     if not 0.0 <= cfg.context_noise <= cfg.context_max < 1.0:
@@ -226,7 +237,8 @@ def main(args: argparse.Namespace) -> int:
     train = LatentEpisodes.load(encode_shards(args.data, tokenizer, out / "latents", device=info.device))
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = build_dit(cfg.model, latent_channels=tokenizer.latent_channels, walk_zoom=cfg.walk_zoom,
-                      warp_padding=cfg.warp_padding, **({"depth": cfg.depth} if cfg.depth else {}))
+                      warp_padding=cfg.warp_padding, **({"depth": cfg.depth} if cfg.depth else {}),
+                      **({"mlp_ratio": cfg.mlp_ratio} if cfg.mlp_ratio else {}))
     trainer = WorldTrainer(cfg, model, info, tokenizer=tokenizer,
                            compile=info.device.type == "cpu" and not args.no_compile)
     base_config = _checkpoint_config(cfg, model.config_dict(), tokenizer, str(args.tokenizer),

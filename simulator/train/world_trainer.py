@@ -82,6 +82,11 @@ class TrainConfig:
     # DiT blocks of a fresh or --init run (0: the preset's). Deeper than the --init checkpoint: its blocks
     # come first and the new ones start as identities (adaLN-Zero), so training starts from its predictions
     depth: int = 0
+    # MLP hidden width of a fresh or --init run as a multiple of the model width (0: the preset's). Wider
+    # than the --init checkpoint's: its hidden units come first and the new ones start with zero output
+    # weights, so training starts from its predictions. On the CPU a pass is bound by per-call overhead at
+    # 64 tokens a frame: hidden units cost far less time per parameter than blocks (docs/training.md)
+    mlp_ratio: float = 0.0
     # context-noise augmentation (simulator.diffusion.DiffusionConfig, whose defaults these are): training
     # draws context and previous-latent levels uniformly in [0, context_max]; the exported generator noises
     # finished frames to context_noise. Higher inference levels trade sharpness for long-horizon PSNR
@@ -330,14 +335,23 @@ class WorldTrainer:
 
     def init_weights(self, directory: str | Path) -> int:
         """Warm start from a shipped checkpoint (weights only: it carries no optimizer state).
-        Model and EMA both start from its weights; returns the steps it was trained for."""
+        Model and EMA both start from its weights; returns the steps it was trained for.
+
+        The model may be the checkpoint's grown: more blocks (the appended ones keep their adaLN-Zero
+        identity init) or wider MLPs (the checkpoint's hidden units first; the new ones keep their input
+        weights and get zero output weights). Either way its first predictions are the checkpoint's."""
         state, config = load_checkpoint(directory, device=self.info.device)
+        own = self.model.state_dict()
+        for name, tensor in list(state.items()):
+            if name in own and own[name].shape != tensor.shape:
+                state[name] = _widened(name, tensor, own[name])
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         grown = {f"blocks.{i}." for i in range(int(config["model"]["depth"]), self.model.cfg.depth)}
         if unexpected or any(not any(k.startswith(g) for g in grown) for k in missing):
             raise ValueError(f"{directory} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}): "
-                             "--init takes a checkpoint of the same model, or one with fewer blocks to grow")
-        self.ema.load_state_dict(self.model.state_dict())  # appended blocks: their identity init in both
+                             "--init takes a checkpoint of the same model, or one with fewer blocks or narrower "
+                             "MLPs to grow")
+        self.ema.load_state_dict(self.model.state_dict())  # grown parts: their function-preserving init in both
         return int(config.get("steps", 0)) + int(config.get("init_steps", 0))
 
     def load(self, directory: str | Path) -> dict[str, torch.Tensor]:
@@ -362,3 +376,17 @@ class WorldTrainer:
         rng = load_file(str(directory / "rng.safetensors"))
         self.noise_rng.set_state(rng.pop("noise_rng"))
         return rng
+
+
+def _widened(name: str, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A checkpoint's MLP tensor `source` placed in the wider model's `target` (its fresh init): the
+    first layer's weight and bias gain rows (new hidden units keep their fresh input weights), the second
+    layer's weight gains zero columns, so the new units add nothing until trained. Anything else whose
+    shape differs does not fit."""
+    if name.endswith(("mlp.0.weight", "mlp.0.bias")) and source.shape[1:] == target.shape[1:] \
+            and len(source) < len(target):
+        return torch.cat([source, target[len(source):].to(source.dtype)])
+    if name.endswith("mlp.2.weight") and len(source) == len(target) and source.shape[1] < target.shape[1]:
+        return torch.cat([source, source.new_zeros(len(source), target.shape[1] - source.shape[1])], dim=1)
+    raise ValueError(f"checkpoint tensor {name} {list(source.shape)} does not fit this model's "
+                     f"{list(target.shape)}: only more blocks or wider MLPs can be grown")
