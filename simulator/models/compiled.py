@@ -19,7 +19,8 @@ import torch._inductor.config as inductor
 warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
 
 
-def compiled_or_eager(eager: Callable, what: str, freezing: bool = False, **options) -> Callable:
+def compiled_or_eager(eager: Callable, what: str, freezing: bool = False, cpp_wrapper: bool = False,
+                      **options) -> Callable:
     """`torch.compile(eager, **options)`, falling back to `eager` for good at the first failure.
 
     freezing: inductor's weight freezing for the graphs compiled while the callable runs without
@@ -29,19 +30,28 @@ def compiled_or_eager(eager: Callable, what: str, freezing: bool = False, **opti
     global flag is set around each call instead (~15 us). Dynamo's guards on the modules must stay:
     they are what gives a second model its own graph rather than the first one's frozen weights
     (`torch.compiler.skip_guard_on_all_nn_modules_unsafe` would save ~0.3 ms a call and break that;
-    tests/test_generator.py, two models)."""
+    tests/test_generator.py, two models).
+
+    cpp_wrapper: the graph's code that calls its kernels is C++ rather than Python (inductor's
+    `cpp_wrapper`), set the same way. A call of a small graph of many kernels costs less (live play's
+    pass: ~15% less time a tick on one thread, docs/benchmarks.md); compiling costs more, and with frozen
+    weights the wrapper is compiled again on every start (its source names the weights' addresses)."""
     run = torch.compile(eager, **options)
+    flags = {name: True for name, on in (("freezing", freezing), ("cpp_wrapper", cpp_wrapper)) if on}
 
     def call(*args, **kwargs):
         nonlocal run
         try:
-            if not freezing or run is eager:
+            if not flags or run is eager:
                 return run(*args, **kwargs)
-            before, inductor.freezing = inductor.freezing, True
+            before = {name: getattr(inductor, name) for name in flags}
             try:
+                for name, value in flags.items():
+                    setattr(inductor, name, value)
                 return run(*args, **kwargs)
             finally:
-                inductor.freezing = before
+                for name, value in before.items():
+                    setattr(inductor, name, value)
         except Exception as error:  # e.g. no C++ compiler for inductor
             if run is eager:
                 raise

@@ -449,11 +449,13 @@ class DiT(nn.Module):
         static graph, and a stream's frames stay independent of which other streams tick beside it
         (graphs for other batch sizes round differently). On the 2-core CPU a tick of one stream takes
         25-45% less time (docs/benchmarks.md); several streams no longer share their passes' per-op
-        overhead. The first call compiles (~70 s the first time on a machine, then ~30 s: inductor's disk cache
-        skips code generation, not tracing);
+        overhead. The first call compiles (~60-70 s the first time on a machine, then ~40 s: inductor's disk
+        cache skips the kernels' code generation, not tracing, nor the C++ wrapper's build);
         predictions differ from eager ones by rounding."""
         # freezing: the weights become constants (oneDNN packs them once): 18-22% more frames/s on one
-        # thread (session 15); the model must not be trained after this (the Generator runs its copy)
+        # thread (session 15); the model must not be trained after this (the Generator runs its copy).
+        # cpp_wrapper: the pass's ~150 kernel calls from C++: ~19% more frames/s on one thread for ~10 s more
+        # a start (session 17, docs/benchmarks.md, "The streaming pass with a C++ wrapper")
         eager = self.stream_pass
 
         def flat_pass(x, prev, flat, widths, cos, sin, keys, values, start, length, history):
@@ -461,7 +463,7 @@ class DiT(nn.Module):
 
         # the modulations go in as one tensor (one cat a pass instead of a clone of each) and the cache as one
         # keys and one values tensor (one gather a tick instead of one per layer, none for a single stream)
-        one = compiled_or_eager(flat_pass, "the streaming pass", freezing=True, dynamic=False)
+        one = compiled_or_eager(flat_pass, "the streaming pass", freezing=True, cpp_wrapper=True, dynamic=False)
 
         def stream_pass(x, prev, mods, cos, sin, keys, values, start, length, history):
             widths = tuple(m.shape[-1] for m in mods)
