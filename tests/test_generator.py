@@ -83,6 +83,35 @@ def test_flushing_between_ticks_does_not_change_frames():
             np.testing.assert_array_equal(a[slot], b[slot])
 
 
+def test_kept_modulations_give_the_frames_of_computed_ones(monkeypatch):
+    """A tick takes its adaLN modulations from the generator's cache when the action came before: the
+    frames equal those of a generator that computes them every tick, and the cache keeps to its bytes."""
+    import simulator.rollout.generator as generator_module
+
+    model, tok = _parts()
+    cfg = GeneratorConfig(resolution=(16, 16), window_frames=3, steps=2, seed=1)
+    frames, actions = _context()
+    ticks = [{0: Action(forward=True)}, {0: Action(yaw=5.0)}, {0: Action(forward=True)}, {0: NOOP},
+             {0: Action(forward=True)}, {0: Action(yaw=5.0)}]
+    kept = Generator(model, tok, cfg)
+    kept.start(0, frames, actions)
+    with_cache = [kept.step(t)[0] for t in ticks]
+    assert len(kept._modulation_cache) == 4  # the priming passes' one action, then the ticks' 3 distinct ones
+    monkeypatch.setattr(generator_module, "MODULATION_CACHE_BYTES", 0)
+    computed = Generator(model, tok, cfg)
+    computed.start(0, frames, actions)
+    for tick, frame in zip(ticks, with_cache):
+        np.testing.assert_array_equal(computed.step(tick)[0], frame)
+    assert not computed._modulation_cache
+    size = sum(m.numel() * m.element_size() for m in kept._modulation_cache[next(iter(kept._modulation_cache))])
+    monkeypatch.setattr(generator_module, "MODULATION_CACHE_BYTES", 2 * size)  # room for two entries' worth
+    small = Generator(model, tok, cfg)
+    small.start(0, frames, actions)
+    for tick in ticks:
+        small.step(tick)
+        assert small._modulation_bytes <= 2 * size
+
+
 def test_reused_context_pass_is_deterministic_and_differs():
     model, tok = _parts()
     cfg = dict(resolution=(16, 16), window_frames=4, steps=2, seed=7)

@@ -10,7 +10,9 @@ one batched forward each:
      values to the cache (the oldest frame falls out once the window is full). It runs in
      `flush()`: a server calls it between ticks, and the next `step()` runs it if nobody did.
 The passes of one tick share their rotary tables, cache views and adaLN modulations (computed
-once per tick: they depend only on noise level and action).
+once per tick: they depend only on noise level and action, so the last actions' are kept, up to
+`MODULATION_CACHE_BYTES`: a player repeats actions, and computing them reads a third of the model's
+weights). The model must not change while a generator runs it.
 Deterministic for a given seed: every slot draws its noise from its own generator, reseeded
 by `start()`, so a stream does not depend on which other slots run beside it.
 A step can be abandoned before its first passes (`step(..., abort=...)`, when a newer action
@@ -21,6 +23,7 @@ generators, so frames still depend only on the actions of the ticks that ran.
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -38,6 +41,8 @@ from simulator.models.tokenizer import Tokenizer, unit_to_frames
 
 
 CONTEXT_MODES = ("pass", "reuse")
+# modulations kept per generator, by actions (and levels): ~120 KB an action for one stream of the cpu preset
+MODULATION_CACHE_BYTES = 16 << 20
 
 
 @dataclass
@@ -152,6 +157,8 @@ class Generator:
         # warp field of view when it has one)
         self.warp_fov = model.cfg.camera_warp_fov or ENGINE_FOV_DEG
         self._pending: tuple | None = None  # the last tick's cache pass, until flush() runs it
+        self._modulation_cache: OrderedDict[tuple, list[torch.Tensor]] = OrderedDict()  # see _modulations
+        self._modulation_bytes = 0
 
     @classmethod
     def from_checkpoint(cls, directory: str | Path, device: str | torch.device = "cpu", batch_size: int = 1,
@@ -394,11 +401,27 @@ class Generator:
 
     def _modulations(self, levels: list[float], prev_level: torch.Tensor, buttons: torch.Tensor,
                      camera: torch.Tensor) -> list[torch.Tensor]:
-        """The model's adaLN modulations [B, P, .] for P passes at noise `levels` under one action."""
+        """The model's adaLN modulations [B, P, .] for P passes at noise `levels` under one action, from
+        the cache when the same levels, previous-latent levels and actions came before (the same values:
+        a pure function of them; nobody writes into the returned tensors)."""
+        key = (tuple(levels), prev_level.cpu().numpy().tobytes(), buttons.cpu().numpy().tobytes(),
+               camera.cpu().numpy().tobytes())
+        mods = self._modulation_cache.get(key)
+        if mods is not None:
+            self._modulation_cache.move_to_end(key)
+            return mods
         B, P = len(prev_level), len(levels)
         noise_level = torch.tensor(levels, device=self.device).expand(B, P)  # [B, P]
-        return self._model.stream_modulations(noise_level, prev_level.expand(B, P), buttons.expand(B, P, -1),
+        mods = self._model.stream_modulations(noise_level, prev_level.expand(B, P), buttons.expand(B, P, -1),
                                               camera.expand(B, P, -1))
+        size = sum(m.numel() * m.element_size() for m in mods)
+        if size <= MODULATION_CACHE_BYTES:
+            self._modulation_cache[key] = mods
+            self._modulation_bytes += size
+            while self._modulation_bytes > MODULATION_CACHE_BYTES:
+                _, dropped = self._modulation_cache.popitem(last=False)
+                self._modulation_bytes -= sum(m.numel() * m.element_size() for m in dropped)
+        return mods
 
     def _encode(self, actions: list[Action]) -> tuple[torch.Tensor, torch.Tensor]:
         """Actions -> model inputs (buttons [B, 1, BUTTON_DIM], camera bins [B, 1, 2]) on the device."""
