@@ -34,7 +34,7 @@ def compiled_or_eager(eager: Callable, what: str, freezing: bool = False, cpp_wr
 
     cpp_wrapper: the graph's code that calls its kernels is C++ rather than Python (inductor's
     `cpp_wrapper`), set the same way. A call of a small graph of many kernels costs less (live play's
-    pass: ~15% less time a tick on one thread, docs/benchmarks.md); compiling costs more, and with frozen
+    pass: +19% frames/s on one thread, docs/benchmarks.md); compiling costs more, and with frozen
     weights the wrapper is compiled again on every start (its source names the weights' addresses)."""
     run = torch.compile(eager, **options)
     flags = {name: True for name, on in (("freezing", freezing), ("cpp_wrapper", cpp_wrapper)) if on}

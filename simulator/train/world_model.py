@@ -105,8 +105,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _train_config(args: argparse.Namespace, saved: dict | None = None) -> TrainConfig:
     """The preset, or on resume the recipe saved in OUT/last (so `--lr` and the like need not be
-    given again), with the command line's overrides on top; a fresh `--init` run without `--depth`
-    takes the checkpoint's depth and MLP ratio."""
+    given again), with the command line's overrides on top; a fresh `--init` run takes the checkpoint's
+    depth and MLP ratio unless `--depth` or `--mlp-ratio` says otherwise."""
     cfg = TRAIN_PRESETS[args.preset]
     if saved is not None:
         if saved.get("model", cfg.model) != cfg.model:
@@ -129,6 +129,8 @@ def _train_config(args: argparse.Namespace, saved: dict | None = None) -> TrainC
         raise SystemExit(f"--rollout-context {args.rollout_context} is not a share in [0, 1]")
     if args.energy_score is not None and not 0.0 <= args.energy_score <= 1.0:
         raise SystemExit(f"--energy-score {args.energy_score} is not a share in [0, 1]")
+    if args.mlp_ratio is not None and args.mlp_ratio <= 0:
+        raise SystemExit(f"--mlp-ratio {args.mlp_ratio} must be positive")
     if args.adv_weight is not None and args.adv_weight < 0:
         raise SystemExit(f"--adv-weight {args.adv_weight} must be >= 0")
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
@@ -138,8 +140,6 @@ def _train_config(args: argparse.Namespace, saved: dict | None = None) -> TrainC
             cfg = replace(cfg, depth=int(model["depth"]))
         if args.mlp_ratio is None and "mlp_ratio" in model:
             cfg = replace(cfg, mlp_ratio=float(model["mlp_ratio"]))
-    if cfg.mlp_ratio < 0:
-        raise SystemExit(f"--mlp-ratio {cfg.mlp_ratio} must be positive")
     if not 0 <= cfg.cooldown_steps <= cfg.max_steps:
         raise SystemExit(f"--cooldown {cfg.cooldown_steps} must lie in [0, the run's {cfg.max_steps} steps]")
     if not 0.0 <= cfg.context_noise <= cfg.context_max < 1.0:
