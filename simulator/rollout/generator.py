@@ -157,7 +157,7 @@ class Generator:
         # warp field of view when it has one)
         self.warp_fov = model.cfg.camera_warp_fov or ENGINE_FOV_DEG
         self._pending: tuple | None = None  # the last tick's cache pass, until flush() runs it
-        self._modulation_cache: OrderedDict[tuple, list[torch.Tensor]] = OrderedDict()  # see _modulations
+        self._modulation_cache: OrderedDict[tuple, tuple[list[torch.Tensor], int]] = OrderedDict()  # (mods, bytes)
         self._modulation_bytes = 0
 
     @classmethod
@@ -406,21 +406,20 @@ class Generator:
         a pure function of them; nobody writes into the returned tensors)."""
         key = (tuple(levels), prev_level.cpu().numpy().tobytes(), buttons.cpu().numpy().tobytes(),
                camera.cpu().numpy().tobytes())
-        mods = self._modulation_cache.get(key)
-        if mods is not None:
+        kept = self._modulation_cache.get(key)
+        if kept is not None:
             self._modulation_cache.move_to_end(key)
-            return mods
+            return kept[0]
         B, P = len(prev_level), len(levels)
         noise_level = torch.tensor(levels, device=self.device).expand(B, P)  # [B, P]
         mods = self._model.stream_modulations(noise_level, prev_level.expand(B, P), buttons.expand(B, P, -1),
                                               camera.expand(B, P, -1))
         size = sum(m.numel() * m.element_size() for m in mods)
         if size <= MODULATION_CACHE_BYTES:
-            self._modulation_cache[key] = mods
+            self._modulation_cache[key] = (mods, size)
             self._modulation_bytes += size
             while self._modulation_bytes > MODULATION_CACHE_BYTES:
-                _, dropped = self._modulation_cache.popitem(last=False)
-                self._modulation_bytes -= sum(m.numel() * m.element_size() for m in dropped)
+                self._modulation_bytes -= self._modulation_cache.popitem(last=False)[1][1]
         return mods
 
     def _encode(self, actions: list[Action]) -> tuple[torch.Tensor, torch.Tensor]:
