@@ -237,8 +237,8 @@ def main(args: argparse.Namespace) -> int:
     train = LatentEpisodes.load(encode_shards(args.data, tokenizer, out / "latents", device=info.device))
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = build_dit(cfg.model, latent_channels=tokenizer.latent_channels, walk_zoom=cfg.walk_zoom,
-                      warp_padding=cfg.warp_padding, **({"depth": cfg.depth} if cfg.depth else {}),
-                      **({"mlp_ratio": cfg.mlp_ratio} if cfg.mlp_ratio else {}))
+                      warp_padding=cfg.warp_padding,  # depth and MLP ratio: 0 keeps the preset's
+                      **{k: v for k, v in (("depth", cfg.depth), ("mlp_ratio", cfg.mlp_ratio)) if v})
     trainer = WorldTrainer(cfg, model, info, tokenizer=tokenizer,
                            compile=info.device.type == "cpu" and not args.no_compile)
     base_config = _checkpoint_config(cfg, model.config_dict(), tokenizer, str(args.tokenizer),
