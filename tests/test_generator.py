@@ -1,6 +1,8 @@
 """The streaming generator: determinism, flat cache memory, checkpoint loading, slot validation."""
 
 import dataclasses
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -442,9 +444,9 @@ def test_compiled_generators_of_two_models_each_run_their_own_weights():
             assert np.abs(compiled[0].astype(int) - eager[0].astype(int)).max() <= 1
 
 
-def test_a_compile_that_fails_falls_back_to_the_eager_pass(monkeypatch):
-    """Where torch.compile cannot work (no C++ compiler for inductor, say), the generator warns once and
-    runs the eager pass: the frames an eager generator makes."""
+def test_a_compile_that_fails_falls_back_to_the_eager_pass(monkeypatch, tmp_path):
+    """Where neither the ahead-of-time build nor torch.compile can work (no C++ compiler for inductor, say),
+    the generator warns for each and runs the eager pass: the frames an eager generator makes."""
     model, tok = _parts()
     cfg = GeneratorConfig(resolution=(16, 16), window_frames=2, steps=2, seed=3, precision="fp32")
     want = _rollout(Generator(model, tok, cfg), [0], 3)
@@ -454,8 +456,44 @@ def test_a_compile_that_fails_falls_back_to_the_eager_pass(monkeypatch):
             raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found\n(long inductor trace)")
         return fails
 
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found\n(long inductor trace)")
+
     monkeypatch.setattr(torch, "compile", broken)
-    with pytest.warns(UserWarning, match="InvalidCxxCompiler: no working C.. compiler found\\); running it eagerly"):
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", no_compiler)
+    monkeypatch.setenv("PATCHWORLD_COMPILE_CACHE", str(tmp_path))
+    with pytest.warns(UserWarning) as warned:
         got = _rollout(Generator(model, tok, dataclasses.replace(cfg, compile=True)), [0], 3)
+    messages = {str(w.message) for w in warned}
+    assert any("ahead-of-time compile of the streaming pass failed (RuntimeError: InvalidCxxCompiler" in m
+               for m in messages)
+    assert any(re.search(r"InvalidCxxCompiler: no working C.. compiler found\); running it eagerly", m)
+               for m in messages)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g[0], w[0])
+
+
+def test_a_packaged_pass_is_loaded_by_the_next_generator_and_only_for_its_own_weights(monkeypatch, tmp_path):
+    """The compiled pass is built ahead of time into a package on disk: a second generator of the same
+    model (a later start) loads it, without exporting or compiling, and makes the same frames; a model
+    with other weights never loads it (its export is what runs, here made to fail, so it warns)."""
+    monkeypatch.setenv("PATCHWORLD_COMPILE_CACHE", str(tmp_path))
+    model, tok = _parts()
+    cfg = GeneratorConfig(resolution=(16, 16), window_frames=2, steps=2, seed=3, precision="fp32",
+                          context="reuse", compile=True)
+    first = _rollout(Generator(model, tok, cfg), [0], 3)
+    assert len(list(tmp_path.glob("the-streaming-pass-*.pt2"))) == 1
+
+    def no_export(*args, **kwargs):
+        raise RuntimeError("exported again")
+
+    monkeypatch.setattr(torch.export, "export", no_export)
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        again = _rollout(Generator(model, tok, cfg), [0], 3)
+    assert not [w for w in warned if "compile" in str(w.message)]  # no fallback
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a[0], b[0])
+    other, _ = _parts(seed=1)
+    with pytest.warns(UserWarning, match="ahead-of-time compile of the .* failed \\(RuntimeError: exported again"):
+        Generator(other, tok, cfg).warm_up()

@@ -3,12 +3,25 @@
 inductor needs a working C++ compiler on CPU (Triton on CUDA); a machine without one must still
 play and train, only slower. The first call that fails to compile warns once and from then on runs
 the eager callable (which raises again if the fault was in the inputs, not in compiling).
+
+`packaged_or_compiled` compiles ahead of time instead (AOTInductor): the first call on a machine
+exports the callable and builds a package kept on disk, and later processes load it in milliseconds
+rather than tracing and compiling again at every start.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+import platform
+import re
+import sys
+import time
 import warnings
-from typing import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 import torch._inductor.config as inductor
@@ -59,5 +72,134 @@ def compiled_or_eager(eager: Callable, what: str, freezing: bool = False, cpp_wr
                           f"{str(error).splitlines()[0] if str(error) else ''}); running it eagerly")
             run = eager
             return eager(*args, **kwargs)
+
+    return call
+
+
+PACKAGE_DIR_ENV = "PATCHWORLD_COMPILE_CACHE"
+
+
+def package_dir() -> Path:
+    """Where ahead-of-time packages are kept: $PATCHWORLD_COMPILE_CACHE, else a folder in inductor's own
+    cache (TORCHINDUCTOR_CACHE_DIR, by default under the system's temporary folder)."""
+    if os.environ.get(PACKAGE_DIR_ENV):
+        return Path(os.environ[PACKAGE_DIR_ENV])
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+    return Path(cache_dir()) / "patchworld-packages"
+
+
+@cache
+def _source_digest() -> str:
+    """Of every Python file of the packages whose code a packaged graph can contain: a package built by
+    other code is never loaded."""
+    import kernels
+    import simulator
+    digest = hashlib.sha256()
+    for package in (simulator, kernels):
+        root = Path(package.__file__).parent
+        for path in sorted(root.rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _module_digest(module: torch.nn.Module) -> str:
+    """Of a module's weights, buffers and config (`cfg`, where it has one): what a frozen graph bakes in."""
+    digest = hashlib.sha256(repr(getattr(module, "cfg", None)).encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _signature(args: tuple) -> tuple:
+    """What a package is built for: each tensor's shape, dtype and device, every other argument's value."""
+    return tuple(("tensor", tuple(a.shape), str(a.dtype), str(a.device)) if torch.is_tensor(a) else repr(a)
+                 for a in args)
+
+
+class _Bound(torch.nn.Module):
+    """`eager` with its non-tensor arguments fixed, as a module that owns the weights it reads (what
+    `torch.export` takes), under the autocast the call came with."""
+
+    def __init__(self, eager: Callable, weights: torch.nn.Module, args: tuple, autocast: tuple | None):
+        super().__init__()
+        self.weights = weights
+        self._eager, self._args, self._autocast = eager, args, autocast
+
+    def forward(self, *tensors: torch.Tensor) -> Any:
+        given = iter(tensors)
+        args = [next(given) if torch.is_tensor(a) else a for a in self._args]
+        precision = torch.autocast(self._autocast[0], dtype=self._autocast[1]) if self._autocast \
+            else contextlib.nullcontext()
+        with precision:
+            return self._eager(*args)
+
+
+def packaged_or_compiled(eager: Callable, what: str, weights: torch.nn.Module, freezing: bool = False,
+                         cpp_wrapper: bool = False, **options) -> Callable:
+    """`eager`, compiled ahead of time (AOTInductor) for each signature it is called with (tensor shapes,
+    dtypes and devices; the values of its other arguments; the autocast around the call), the package
+    kept on disk (`package_dir`) under a key of that signature, the weights and config of `weights` (the
+    module `eager` reads), the project's source, torch's version, the CPU and the thread count. The first
+    call of a signature on a machine exports and builds (tens of seconds for the world model's pass);
+    later ones, in any process, load the package in milliseconds. freezing: the weights become constants
+    (oneDNN packs them), so `weights` must not change after the first call.
+
+    If exporting or building fails, warns once and falls back to `compiled_or_eager(eager, what,
+    freezing, cpp_wrapper, **options)`: compiled at every start, or eager."""
+    runners: dict[tuple, Callable] = {}
+    fallback: Callable | None = None
+    weights_digest: str | None = None
+
+    def build(args: tuple, autocast: tuple | None, path: Path) -> Callable:
+        bound = _Bound(eager, weights, args, autocast).eval()
+        tensors = tuple(a for a in args if torch.is_tensor(a))
+        print(f"compiling {what} for this machine (once; kept in {path.parent})", file=sys.stderr, flush=True)
+        began = time.perf_counter()
+        with torch.no_grad():
+            program = torch.export.export(bound, tensors, strict=False)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.pt2")
+            torch._inductor.aoti_compile_and_package(program, package_path=str(partial),
+                                                     inductor_configs={"freezing": freezing})
+        os.replace(partial, path)  # whole or not at all: another process may be building the same key
+        print(f"compiled {what} in {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
+        return torch._inductor.aoti_load_package(str(path))
+
+    def runner(args: tuple) -> Callable:
+        nonlocal weights_digest
+        device = next(a.device for a in args if torch.is_tensor(a))
+        autocast = (device.type, torch.get_autocast_dtype(device.type)) \
+            if torch.is_autocast_enabled(device.type) else None
+        signature = (_signature(args), repr(autocast))
+        if signature not in runners:
+            weights_digest = weights_digest or _module_digest(weights)
+            key = hashlib.sha256(repr((what, signature, weights_digest, _source_digest(), torch.__version__,
+                                       platform.machine(), torch.backends.cpu.get_cpu_capability(),
+                                       torch.get_num_threads(), freezing)).encode()).hexdigest()[:32]
+            path = package_dir() / f"{re.sub(r'[^a-z0-9]+', '-', what.lower()).strip('-')}-{key}.pt2"
+            loaded = None
+            if path.exists():
+                try:
+                    loaded = torch._inductor.aoti_load_package(str(path))
+                except Exception:  # a package from an interrupted or incompatible build: build it again
+                    path.unlink(missing_ok=True)
+            runners[signature] = loaded or build(args, autocast, path)
+        return runners[signature]
+
+    def call(*args):
+        nonlocal fallback
+        args = tuple(a.contiguous() if torch.is_tensor(a) else a for a in args)  # as the package was built for
+        if fallback is None:
+            try:
+                run = runner(args)
+            except Exception as error:  # e.g. no C++ compiler, or a graph torch.export cannot take
+                warnings.warn(f"ahead-of-time compile of {what} failed ({type(error).__name__}: "
+                              f"{str(error).splitlines()[0] if str(error) else ''}); compiling it at every start")
+                fallback = compiled_or_eager(eager, what, freezing=freezing, cpp_wrapper=cpp_wrapper, **options)
+            else:
+                return run(*(a for a in args if torch.is_tensor(a)))
+        return fallback(*args)
 
     return call

@@ -31,7 +31,7 @@ from einops import rearrange
 from kernels.attention import block_causal_attention, cached_attention
 from simulator.actions import BUTTON_DIM, CAMERA_BIN_CENTERS, CAMERA_BINS
 from simulator.models.camera_warp import ENGINE_FOV_DEG, walk_scale, warp_by_camera
-from simulator.models.compiled import compiled_or_eager
+from simulator.models.compiled import packaged_or_compiled
 from simulator.models.kv_cache import KVCache
 from simulator.models.rope import apply_rotary, frame_positions, rotary_angles
 
@@ -449,13 +449,13 @@ class DiT(nn.Module):
         static graph, and a stream's frames stay independent of which other streams tick beside it
         (graphs for other batch sizes round differently). On the 2-core CPU a tick of one stream takes
         25-45% less time (docs/benchmarks.md); several streams no longer share their passes' per-op
-        overhead. The first call compiles (~60-70 s the first time on a machine, then ~40 s: inductor's disk
-        cache skips the kernels' code generation, not tracing, nor the C++ wrapper's build);
+        overhead. Compiled ahead of time (`packaged_or_compiled`): the first call on a machine exports and
+        builds a package (~35-40 s for the pass and the modulations), later processes load it in milliseconds;
         predictions differ from eager ones by rounding."""
         # freezing: the weights become constants (oneDNN packs them once): 18-22% more frames/s on one
         # thread (session 15); the model must not be trained after this (the Generator runs its copy).
-        # cpp_wrapper: the pass's ~150 kernel calls from C++: ~19% more frames/s on one thread for ~10 s more
-        # a start (session 17, docs/benchmarks.md, "The streaming pass with a C++ wrapper")
+        # cpp_wrapper (for the just-in-time fallback; a package is C++ throughout): the pass's ~150 kernel calls
+        # from C++, ~19% more frames/s on one thread (session 17, "The streaming pass with a C++ wrapper")
         eager = self.stream_pass
 
         def flat_pass(x, prev, flat, widths, cos, sin, keys, values, start, length, history):
@@ -463,7 +463,8 @@ class DiT(nn.Module):
 
         # the modulations go in as one tensor (one cat a pass instead of a clone of each) and the cache as one
         # keys and one values tensor (one gather a tick instead of one per layer, none for a single stream)
-        one = compiled_or_eager(flat_pass, "the streaming pass", freezing=True, cpp_wrapper=True, dynamic=False)
+        one = packaged_or_compiled(flat_pass, "the streaming pass", self, freezing=True, cpp_wrapper=True,
+                                   dynamic=False)
 
         def stream_pass(x, prev, mods, cos, sin, keys, values, start, length, history):
             widths = tuple(m.shape[-1] for m in mods)
@@ -482,8 +483,8 @@ class DiT(nn.Module):
 
         self.stream_pass = stream_pass
         # ~30 small eager ops a tick otherwise (2-3 ms on one thread, session 16)
-        self.stream_modulations = compiled_or_eager(self.stream_modulations, "the modulations", freezing=True,
-                                                    dynamic=False)
+        self.stream_modulations = packaged_or_compiled(self.stream_modulations, "the modulations", self,
+                                                       freezing=True, dynamic=False)
 
     def new_cache(self, batch: int, window_frames: int, frame_tokens: int, device: torch.device | str,
                   dtype: torch.dtype = torch.float32) -> KVCache:

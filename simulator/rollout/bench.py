@@ -93,9 +93,11 @@ def main(args: argparse.Namespace) -> int:
     counts = [int(c) for c in args.sessions.split(",")]
     if args.max_sessions is None:
         args.max_sessions = max(counts)
+    began = time.perf_counter()
     backend = untrained_backend(args.max_sessions, args.device) if args.untrained else make_backend(args)
     if backend is None:
         return 1
+    start_s = time.perf_counter() - began  # loading, and a compiled backend's warm-up (its compile or package load)
     rows = []
     for count in counts:
         m = measure(backend, count, args.frames, args.warmup)
@@ -113,7 +115,7 @@ def main(args: argparse.Namespace) -> int:
              f"reading the actions and having the frames; 'CPU ms' is the process's CPU time per tick, all threads, "
              f"which other jobs on the cores inflate less than wall time); {args.frames} timed ticks after {args.warmup} warm-up. "
              f"Load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f} on "
-             f"{os.cpu_count()} cores. "
+             f"{os.cpu_count()} cores. Backend start (loading and warm-up, a compile's included): {start_s:.1f} s. "
              + args.note).strip()
     record(f"Rollout: {backend.name} backend", table, notes=notes, dry_run=args.no_record)
     return 0

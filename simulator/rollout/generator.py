@@ -86,7 +86,7 @@ class GeneratorConfig:
     guidance_above: float = 0.0
     # run the model's streaming pass through torch.compile, one stream at a time (`DiT.compile_stream`):
     # 25-45% less time a tick of one stream on the 2-core CPU; the first tick compiles (`warm_up` does it
-    # up front: ~60-70 s the first time on a machine, then ~40 s, from inductor's disk cache),
+    # up front: ~40 s the first time on a machine, then ~2 s: the packages built ahead of time are kept),
     # and frames differ from eager ones by rounding. Live play on CPU turns it on (DreamConfig)
     compile: bool = False
 

@@ -47,7 +47,7 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
                              "as trained)")
     parser.add_argument("--no-compile", action="store_true",
                         help="run the model eagerly instead of through torch.compile (compiled, the default on CPU: "
-                             "1.3-1.8x the frames/s of one player for a start-up compile, ~1 minute the first time "
+                             "1.3-1.8x the frames/s of one player for a compile of under a minute the first time "
                              "on a machine; several players: eager batches them, compiled runs one at a time)")
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads for the model (default: all cores but one, which the server loop, "
