@@ -398,12 +398,13 @@ def test_warm_up_leaves_no_trace():
             np.testing.assert_array_equal(got[slot], want[slot])
 
 
-def test_compiled_streaming_pass_equals_the_eager_one():
+def test_compiled_streaming_pass_equals_the_eager_one(monkeypatch, tmp_path):
     """GeneratorConfig.compile runs the model's streaming pass through torch.compile: the same
     latents (fp32, to rounding) over ticks that fill the cache and run past it, for one stream and two;
     a stream's frames do not depend on whether another ticks beside it, nor on whether its generator
     holds one stream (whose cache the pass reads in place) or more; the caller's model stays
-    uncompiled."""
+    uncompiled; a second stream needs no package of its own."""
+    monkeypatch.setenv("PATCHWORLD_COMPILE_CACHE", str(tmp_path))
     model, tok = _parts()
     cfg = GeneratorConfig(resolution=(16, 16), window_frames=2, steps=2, seed=3, precision="fp32", context="reuse")
     eager = Generator(model, tok, cfg, batch_size=2)
@@ -414,7 +415,7 @@ def test_compiled_streaming_pass_equals_the_eager_one():
     frames, actions = _context(T=3)
     for gen in (eager, compiled, alone):
         gen.start(0, frames, actions)
-    for t in range(4):  # one stream; then two (the second graph, with the number of streams dynamic)
+    for t in range(4):  # one stream; then two, each through the one-stream graphs
         if t == 2:
             for gen in (eager, compiled):
                 gen.start(1, frames, actions)
@@ -425,6 +426,8 @@ def test_compiled_streaming_pass_equals_the_eager_one():
         for s in slots:
             assert np.abs(got[s].astype(int) - want[s].astype(int)).max() <= 1
         np.testing.assert_array_equal(solo[0], got[0])  # (latents: to ~1e-6, batched matmuls round apart)
+    packages = sorted(path.name.rsplit("-", 1)[0] for path in tmp_path.glob("*.pt2"))
+    assert packages == ["the-modulations", "the-modulations", "the-streaming-pass"]  # priming's and ticks' shapes
 
 
 def test_compiled_generators_of_two_models_each_run_their_own_weights():

@@ -482,9 +482,19 @@ class DiT(nn.Module):
             return pred, fresh
 
         self.stream_pass = stream_pass
-        # ~30 small eager ops a tick otherwise (2-3 ms on one thread, session 16)
-        self.stream_modulations = packaged_or_compiled(self.stream_modulations, "the modulations", self,
-                                                       freezing=True, dynamic=False)
+        # ~30 small eager ops a tick otherwise (2-3 ms on one thread, session 16); one stream at a time as the
+        # pass, so that a second player joining needs no package of its own (and rounds as when alone)
+        one_mods = packaged_or_compiled(self.stream_modulations, "the modulations", self, freezing=True,
+                                        dynamic=False)
+
+        def stream_modulations(noise_level, prev_level, buttons, camera):
+            if len(noise_level) == 1:
+                return one_mods(noise_level, prev_level, buttons, camera)
+            rows = [one_mods(noise_level[i:i + 1], prev_level[i:i + 1], buttons[i:i + 1], camera[i:i + 1])
+                    for i in range(len(noise_level))]
+            return [torch.cat(parts) for parts in zip(*rows)]
+
+        self.stream_modulations = stream_modulations
 
     def new_cache(self, batch: int, window_frames: int, frame_tokens: int, device: torch.device | str,
                   dtype: torch.dtype = torch.float32) -> KVCache:
