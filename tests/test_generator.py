@@ -500,3 +500,21 @@ def test_a_packaged_pass_is_loaded_by_the_next_generator_and_only_for_its_own_we
     other, _ = _parts(seed=1)
     with pytest.warns(UserWarning, match="ahead-of-time compile of the .* failed \\(RuntimeError: exported again"):
         Generator(other, tok, cfg).warm_up()
+
+
+def test_packages_unused_for_two_weeks_and_stale_partial_builds_are_pruned(tmp_path):
+    """The package folder does not grow without bound: a build drops packages nobody loaded or built for
+    PACKAGE_KEEP_DAYS and interrupted builds a day old, and keeps the rest."""
+    import os
+    import time
+
+    from simulator.models.compiled import PACKAGE_KEEP_DAYS, _prune
+
+    day = 86400
+    ages = {"fresh.pt2": 0, "week.pt2": 7 * day, "old.pt2": (PACKAGE_KEEP_DAYS + 1) * day,
+            "a.123.partial.pt2": 3600, "b.456.partial.pt2": 2 * day, "notes.txt": 100 * day}
+    for name, age in ages.items():
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, (time.time() - age, time.time() - age))
+    _prune(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.123.partial.pt2", "fresh.pt2", "notes.txt", "week.pt2"]

@@ -112,6 +112,19 @@ def _module_digest(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+PACKAGE_KEEP_DAYS = 14
+
+
+def _prune(folder: Path) -> None:
+    """Drop the packages no process has loaded or built for PACKAGE_KEEP_DAYS (those of older code,
+    checkpoints or thread counts: 6-12 MB each), and builds interrupted a day ago or more."""
+    now = time.time()
+    for path in folder.glob("*.pt2"):
+        age = now - path.stat().st_mtime
+        if age > PACKAGE_KEEP_DAYS * 86400 or (path.name.endswith(".partial.pt2") and age > 86400):
+            path.unlink(missing_ok=True)
+
+
 def _signature(args: tuple) -> tuple:
     """What a package is built for: each tensor's shape, dtype and device, every other argument's value."""
     return tuple(("tensor", tuple(a.shape), str(a.dtype), str(a.device)) if torch.is_tensor(a) else repr(a)
@@ -164,6 +177,7 @@ def packaged_or_compiled(eager: Callable, what: str, weights: torch.nn.Module, f
             torch._inductor.aoti_compile_and_package(program, package_path=str(partial),
                                                      inductor_configs={"freezing": freezing})
         os.replace(partial, path)  # whole or not at all: another process may be building the same key
+        _prune(path.parent)
         print(f"compiled {what} in {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
         return torch._inductor.aoti_load_package(str(path))
 
@@ -183,6 +197,7 @@ def packaged_or_compiled(eager: Callable, what: str, weights: torch.nn.Module, f
             if path.exists():
                 try:
                     loaded = torch._inductor.aoti_load_package(str(path))
+                    os.utime(path)  # in use: `_prune` keeps it
                 except Exception:  # a package from an interrupted or incompatible build: build it again
                     path.unlink(missing_ok=True)
             runners[signature] = loaded or build(args, autocast, path)
