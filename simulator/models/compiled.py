@@ -32,6 +32,10 @@ import torch._inductor.config as inductor
 warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
 
 
+def _first_line(error: Exception) -> str:
+    return str(error).splitlines()[0] if str(error) else ""
+
+
 def compiled_or_eager(eager: Callable, what: str, freezing: bool = False, cpp_wrapper: bool = False,
                       **options) -> Callable:
     """`torch.compile(eager, **options)`, falling back to `eager` for good at the first failure.
@@ -69,7 +73,7 @@ def compiled_or_eager(eager: Callable, what: str, freezing: bool = False, cpp_wr
             if run is eager:
                 raise
             warnings.warn(f"torch.compile of {what} failed ({type(error).__name__}: "
-                          f"{str(error).splitlines()[0] if str(error) else ''}); running it eagerly")
+                          f"{_first_line(error)}); running it eagerly")
             run = eager
             return eager(*args, **kwargs)
 
@@ -197,9 +201,10 @@ def packaged_or_compiled(eager: Callable, what: str, weights: torch.nn.Module, f
             if path.exists():
                 try:
                     loaded = torch._inductor.aoti_load_package(str(path))
-                    os.utime(path)  # in use: `_prune` keeps it
                 except Exception:  # a package from an interrupted or incompatible build: build it again
                     path.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # in use: `_prune` keeps it (a read-only folder: not needed)
+                    os.utime(path)
             runners[signature] = loaded or build(args, autocast, path)
         return runners[signature]
 
@@ -211,7 +216,7 @@ def packaged_or_compiled(eager: Callable, what: str, weights: torch.nn.Module, f
                 run = runner(args)
             except Exception as error:  # e.g. no C++ compiler, or a graph torch.export cannot take
                 warnings.warn(f"ahead-of-time compile of {what} failed ({type(error).__name__}: "
-                              f"{str(error).splitlines()[0] if str(error) else ''}); compiling it at every start")
+                              f"{_first_line(error)}); compiling it at every start")
                 fallback = compiled_or_eager(eager, what, freezing=freezing, cpp_wrapper=cpp_wrapper, **options)
             else:
                 return run(*(a for a in args if torch.is_tensor(a)))
