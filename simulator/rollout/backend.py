@@ -223,7 +223,7 @@ class DreamBackend(Backend):
         generator = Generator.from_checkpoint(directory, device=config.device, batch_size=config.max_sessions,
                                               **{"context": config.context, "compile": config.compile, **overrides})
         if generator.config.compile:
-            print("compiling the world model's streaming pass (the first time on a machine under a minute; then ~2 s)",
+            print("preparing the world model's compiled pass (built once on a machine, under a minute; then loaded)",
                   flush=True)
             generator.warm_up()
         return cls(generator, config, checkpoint=str(directory))
