@@ -518,3 +518,20 @@ def test_packages_unused_for_two_weeks_and_stale_partial_builds_are_pruned(tmp_p
         os.utime(tmp_path / name, (time.time() - age, time.time() - age))
     _prune(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.123.partial.pt2", "fresh.pt2", "notes.txt", "week.pt2"]
+
+
+def test_a_package_key_covers_the_source_its_graph_can_reach_and_only_that():
+    """A package is keyed by the source files its graph's code can import (a static walk): the model, its
+    attention kernels and their helpers, so that an edit to any of them builds it again; an edit to a
+    command-line tool or the server does not."""
+    from pathlib import Path
+
+    from simulator.models.compiled import _source_digest, _source_files
+
+    files = {Path(p).relative_to(Path(__file__).parents[1]).as_posix() for p in _source_files("simulator.models.dit")}
+    assert {"simulator/models/dit.py", "simulator/models/kv_cache.py", "simulator/models/rope.py",
+            "simulator/models/camera_warp.py", "simulator/models/compiled.py", "simulator/actions.py",
+            "kernels/attention.py", "kernels/layout.py", "simulator/__init__.py"} <= files
+    assert not {"simulator/cli.py", "simulator/rollout/generator.py", "simulator/train/world_trainer.py"} & files
+    assert not any(f.startswith("simulator/serve/") for f in files)
+    assert _source_digest("simulator.models.dit") != _source_digest("simulator.models.tokenizer")

@@ -180,6 +180,47 @@ def test_rollout_buffer_mixes_the_models_own_rollouts_with_true_targets(one_thre
         assert hits, b
 
 
+def test_still_rollouts_start_on_still_frames_and_stand_still_towards_them(one_thread):
+    """`--rollout-still`: a still frame is the same latent three frames running under no action, inside one
+    episode with the context before it; the buffered rollouts start there, go on under no action, and their
+    targets are that frame at every tick."""
+    from simulator.actions import NOOP, encode_many
+    from simulator.rollout.generator import GeneratorConfig
+    from simulator.train.own_rollouts import RolloutBuffer, still_frames
+
+    episodes = _episodes(E=3, T=20)
+    hot, bins = (torch.from_numpy(a[0]) for a in encode_many([NOOP]))
+
+    def stand(first: int, ticks: int):  # the player stops at frame `first` for `ticks` more frames
+        episodes.latents[first + 1:first + 1 + ticks] = episodes.latents[first]
+        episodes.buttons[first + 1:first + 1 + ticks], episodes.camera[first + 1:first + 1 + ticks] = hot, bins
+
+    stand(5, 4)  # frames 6-9 repeat frame 5: 7, 8 and 9 are still (two idle repeats up to them)
+    stand(20, 2)  # the second episode opens still: frame 22 is, but too early for a context of 4 frames...
+    stand(30, 1)  # ...and one idle repeat is not enough
+    stand(41, 2)  # the third episode: frame 43 is
+    episodes.buttons[7, 0] = 1.0  # a key held on frame 7 (the picture unchanged, say against a wall): 7 and 8 are not
+    assert still_frames(episodes, context=4).tolist() == [9, 43]
+    assert still_frames(episodes, context=3).tolist() == [9, 22, 43]
+
+    torch.manual_seed(0)
+    model, tokenizer = build_dit("tiny"), Tokenizer(preset("tiny"))
+    gen = GeneratorConfig(resolution=(32, 32), window_frames=3, steps=2)
+    buffer = RolloutBuffer(episodes, 0.5, clip_frames=4, generator=gen, tokenizer=tokenizer, frames=30, rollouts=4,
+                           context=4, seed=0, still=True)  # longer than any episode: the frame is held
+    buffer.refresh(model, step=0)
+    true = buffer.true
+    for r in range(4):
+        end = next(e for e in (9, 43) if torch.equal(true["latents"][r, 3], episodes.latents[e].float()))
+        torch.testing.assert_close(true["latents"][r, :4], episodes.latents[end - 3:end + 1].float(), rtol=0, atol=0)
+        assert (true["latents"][r, 4:] == episodes.latents[end].float()).all()  # the still frame, every tick
+        assert (true["buttons"][r, 3:] == hot).all() and (true["camera"][r, 3:] == bins).all()
+    torch.testing.assert_close(buffer.seen[:, :4], true["latents"][:, :4], rtol=0, atol=0)  # then its own ticks
+    with pytest.raises(ValueError, match="no still frame"):
+        RolloutBuffer(_episodes(E=3, T=20), 0.5, clip_frames=4, generator=gen, tokenizer=tokenizer, frames=6,
+                      still=True)
+
+
 def test_resumable_state_round_trip(tmp_path, one_thread):
     trainer = _trainer()
     sampler = _episodes().sampler(clip_frames=4, seed=1)

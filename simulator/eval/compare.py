@@ -48,6 +48,7 @@ FIGURES: list[tuple[str, Callable[[dict], float]]] = [
     ("colour drift from", lambda m: m["stability"]["collapse_onset"]["colour_drift"]),
     ("flat from", lambda m: m["stability"]["collapse_onset"]["flat"]),
     ("long contrast", _late_contrast),
+    ("still 5 s", lambda m: m["probes"]["stand_still"]["mean"]["return_vs_engine_psnr"]),
 ]
 
 

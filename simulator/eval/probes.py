@@ -9,6 +9,8 @@ return should look like again if the world is consistent.
 - forward_back: walk forward, then back the same number of ticks; anchor = the start frame.
 - break_look_back: look down, hold attack (break the block in the crosshair), turn 180 degrees
   away and back; anchor = the frame right after the break, so the broken block must be remembered.
+- stand_still: no action for STILL_TICKS (five seconds); anchor = the start frame. The engine's
+  picture does not change at all: a model must hold it, neither fading it nor sharpening it into noise.
 
 Every script opens with a few idle ticks so that the player's motion from the policy (a jump,
 a fall) dies out; forward_back first turns to a heading with flat free ground, so that the
@@ -30,6 +32,7 @@ from simulator.eval.predictors import Predictor
 
 SETTLE_TICKS = 6  # idle ticks opening every script
 TURN_DEG = 20.0  # a camera bin center: 18 turns of it make exactly 360 degrees
+STILL_TICKS = 100  # five seconds at 20 ticks a second
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ def _probes() -> dict[str, Probe]:
         "forward_back": Probe("forward_back", (Action(forward=True),) * walk + (NOOP,) * 4 + (Action(back=True),) * walk
                               + (NOOP,) * 6, anchor=-1, clear_path=4.5),
         "break_look_back": Probe("break_look_back", look_down + away_back, anchor=len(look_down) - 1),
+        "stand_still": Probe("stand_still", (NOOP,) * STILL_TICKS, anchor=-1),
     }
 
 

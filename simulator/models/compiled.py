@@ -93,16 +93,52 @@ def package_dir() -> Path:
 
 
 @cache
-def _source_digest() -> str:
-    """Of every Python file of the packages whose code a packaged graph can contain: a package built by
-    other code is never loaded."""
-    import kernels
-    import simulator
+def _source_files(module: str) -> tuple[Path, ...]:
+    """The project's source files (simulator/, kernels/) that `module` imports, directly or through
+    others, itself and this file included: a static walk of their import statements, wherever they
+    stand in the file. A packaged graph's code can only come from these."""
+    import ast
+    import importlib.util
+    roots = ("simulator", "kernels")
+
+    def origin(name: str) -> Path | None:
+        if name.split(".")[0] not in roots:
+            return None
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            return None
+        return Path(spec.origin) if spec is not None and spec.origin and spec.origin.endswith(".py") else None
+
+    seen: dict[Path, None] = {}
+    todo = [module, __name__]
+    while todo:
+        name = todo.pop()
+        path = origin(name)
+        if path is None or path in seen:
+            continue
+        seen[path] = None
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from the importing module's package
+                    anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
+                todo += [base] + [f"{base}.{alias.name}" for alias in node.names]  # names may be submodules
+            # parent packages run their __init__ on import
+        todo += [name.rsplit(".", i)[0] for i in range(1, name.count(".") + 1)]
+    return tuple(sorted(seen))
+
+
+def _source_digest(module: str) -> str:
+    """Of the source files that `module`'s code can reach (`_source_files`): a package built by other code
+    is never loaded, and an edit elsewhere (a command-line tool, the server) does not rebuild it."""
     digest = hashlib.sha256()
-    for package in (simulator, kernels):
-        root = Path(package.__file__).parent
-        for path in sorted(root.rglob("*.py")):
-            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    for path in _source_files(module):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
@@ -158,8 +194,8 @@ def packaged_or_compiled(eager: Callable, what: str, weights: torch.nn.Module, f
     """`eager`, compiled ahead of time (AOTInductor) for each signature it is called with (tensor shapes,
     dtypes and devices; the values of its other arguments; the autocast around the call), the package
     kept on disk (`package_dir`) under a key of that signature, the weights and config of `weights` (the
-    module `eager` reads), the project's source, torch's version, the CPU and the thread count. The first
-    call of a signature on a machine exports and builds (tens of seconds for the world model's pass);
+    module `eager` reads), the source files its code can reach (`_source_files`), torch's version, the CPU
+    and the thread count. The first call of a signature on a machine exports and builds (tens of seconds for the world model's pass);
     later ones, in any process, load the package in milliseconds. freezing: the weights become constants
     (oneDNN packs them), so `weights` must not change after the first call.
 
@@ -193,7 +229,8 @@ def packaged_or_compiled(eager: Callable, what: str, weights: torch.nn.Module, f
         signature = (_signature(args), repr(autocast))
         if signature not in runners:
             weights_digest = weights_digest or _module_digest(weights)
-            key = hashlib.sha256(repr((what, signature, weights_digest, _source_digest(), torch.__version__,
+            source = _source_digest(getattr(eager, "__module__", None) or __name__)
+            key = hashlib.sha256(repr((what, signature, weights_digest, source, torch.__version__,
                                        platform.machine(), torch.backends.cpu.get_cpu_capability(),
                                        torch.get_num_threads(), freezing)).encode()).hexdigest()[:32]
             path = package_dir() / f"{re.sub(r'[^a-z0-9]+', '-', what.lower()).strip('-')}-{key}.pt2"

@@ -15,6 +15,13 @@ count, noised from the truth as in any clip (WorldTrainer.counted): a new frame 
 model's own history, as in a rollout. The idea is DAgger's, pulling a drifted picture back towards
 the world; measured on the CPU model it costs short-horizon fidelity at every depth and share tried
 and does not bring terrain back (docs/training.md, "Its own rollouts as context").
+
+`still=True` (`--rollout-still`) rolls out the one case where the truth needs no lag to be right: the
+player standing still. Spans end on a still frame of the data (the same latent three frames running
+under no action: the player stands on the ground), and the rollouts go on under no action; their
+targets are that frame, every tick, as the engine draws it (docs/training.md, "Standing still").
+Every model before it, left standing still, sharpened its picture tick after tick into noise within
+~100 ticks.
 """
 
 from __future__ import annotations
@@ -24,16 +31,36 @@ from dataclasses import replace
 
 import torch
 
+from simulator.actions import NOOP, encode_many
 from simulator.models.dit import DiT
 from simulator.models.tokenizer import Tokenizer
 from simulator.rollout.generator import Generator, GeneratorConfig
 from simulator.train.world_data import LatentEpisodes
 
 
+STILL_RUN = 3  # frames of the same latent under no action that make a still frame
+
+
+def still_frames(episodes: LatentEpisodes, context: int) -> torch.Tensor:
+    """Indices (into the episodes' frames) of still frames with `context` frames of their episode up to
+    them: the same latent as the `STILL_RUN - 1` frames before, which came with no action."""
+    hot, bins = encode_many([NOOP])
+    idle = (episodes.buttons == torch.from_numpy(hot)).all(1) & (episodes.camera == torch.from_numpy(bins)).all(1)
+    same = torch.zeros(len(episodes.latents), dtype=torch.bool)
+    same[1:] = (episodes.latents[1:] == episodes.latents[:-1]).flatten(1).all(1) & idle[1:]
+    still = same.clone()
+    for back in range(1, STILL_RUN - 1):
+        still[back:] &= same[:-back]
+    position = torch.arange(len(still)) - torch.repeat_interleave(episodes.offsets[:-1],
+                                                                   episodes.offsets[1:] - episodes.offsets[:-1])
+    still &= position >= max(context, STILL_RUN) - 1  # the run and the context lie in the frame's episode
+    return still.nonzero().flatten()
+
+
 class RolloutBuffer:
     def __init__(self, episodes: LatentEpisodes, share: float, clip_frames: int, generator: GeneratorConfig,
                  tokenizer: Tokenizer, frames: int = 48, rollouts: int = 16, refresh: int = 100,
-                 context: int = 4, seed: int = 0, device: torch.device | str = "cpu"):
+                 context: int = 4, seed: int = 0, device: torch.device | str = "cpu", still: bool = False):
         if not 0.0 < share <= 1.0:
             raise ValueError(f"rollout context share must lie in (0, 1], got {share}")
         if frames < clip_frames:
@@ -41,8 +68,15 @@ class RolloutBuffer:
         self.share, self.span, self.context, self.frames = share, clip_frames + 1, context, frames
         self.rollouts, self.refresh_every = rollouts, refresh
         self.gen_config, self.tokenizer, self.device = generator, tokenizer, torch.device(device)
-        self.sampler = episodes.sampler(context + frames - 1, seed=seed)  # spans of context + frames latents
         self.rng = torch.Generator().manual_seed(seed + 1)
+        self.episodes, self.still, self.sampler = episodes, None, None
+        if not still:
+            self.sampler = episodes.sampler(context + frames - 1, seed=seed)  # spans of context + frames latents
+        else:  # still spans hold one frame as long as asked: no episode need be that long
+            self.still = still_frames(episodes, context)
+            if len(self.still) == 0:
+                raise ValueError(f"no still frame in the training data ({STILL_RUN} frames of the same picture "
+                                 f"under no action) to stand still from")
         self.seen: torch.Tensor | None = None  # [R, context + frames, C, h, w]: the rollouts (true context first)
         self.true: dict[str, torch.Tensor] | None = None  # the spans they ran over
         self.refreshed_at: int | None = None
@@ -54,8 +88,8 @@ class RolloutBuffer:
     def refresh(self, model: DiT, step: int) -> float:
         """Roll the model out over a fresh batch of spans; returns the seconds it took."""
         tic = time.time()
-        spans = self.sampler.batch(self.rollouts)  # latents [R, S, C, h, w], buttons, camera
         R, c = self.rollouts, self.context
+        spans = self.sampler.batch(R) if self.still is None else self._still_spans()  # latents [R, S, C, h, w], ...
         was_training = model.training
         config = replace(self.gen_config, seed=step)  # fresh noise each refresh
         gen = Generator(model, self.tokenizer, config, batch_size=R, device=self.device)
@@ -69,6 +103,13 @@ class RolloutBuffer:
         model.train(was_training)
         self.seen, self.true, self.refreshed_at = torch.stack(own, dim=1), spans, step
         return time.time() - tic
+
+    def _still_spans(self) -> dict[str, torch.Tensor]:
+        """Spans of `context` true frames ending on a still frame, then that frame for `frames` ticks of no action."""
+        end = self.still[torch.randint(0, len(self.still), (self.rollouts,), generator=self.rng)]
+        index = torch.minimum(end[:, None] - self.context + 1 + torch.arange(self.context + self.frames), end[:, None])
+        ep = self.episodes
+        return {"latents": ep.latents[index].float(), "buttons": ep.buttons[index], "camera": ep.camera[index]}
 
     def mix(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A share of the batch's clips replaced by buffered ones ("own" [B], bool): their targets (latents,

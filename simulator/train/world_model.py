@@ -68,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "deep; the targets stay true; 0-1, default 0: docs/training.md, 'Its own rollouts')")
     parser.add_argument("--rollout-frames", type=int, default=None,
                         help="ticks each buffered rollout runs past its 4 true frames (default 48)")
+    parser.add_argument("--rollout-still", action="store_true", default=None,
+                        help="the buffered rollouts stand still: from still frames, under no action, the still frame "
+                             "their target (docs/training.md, 'Standing still')")
     parser.add_argument("--adv-weight", type=float, default=None,
                         help="weight of the patch-GAN term on the decoded predictions (default 0: off; "
                              "docs/training.md, 'A discriminator for the world model')")
@@ -119,6 +122,7 @@ def _train_config(args: argparse.Namespace, saved: dict | None = None) -> TrainC
     overrides = {"max_steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every,
                  "self_context": args.self_context, "adv_weight": args.adv_weight, "walk_zoom": args.walk_zoom,
                  "rollout_context": args.rollout_context, "rollout_frames": args.rollout_frames,
+                 "rollout_still": args.rollout_still,
                  "energy_score": args.energy_score, "warp_padding": args.warp_padding, "depth": args.depth,
                  "mlp_ratio": args.mlp_ratio,
                  "context_max": args.context_max, "context_noise": args.context_noise,
@@ -258,7 +262,7 @@ def main(args: argparse.Namespace) -> int:
                                GeneratorConfig(resolution=tuple(base_config["resolution"]), **base_config["generator"]),
                                tokenizer, frames=cfg.rollout_frames, rollouts=cfg.rollout_batch,
                                refresh=cfg.rollout_refresh, seed=(cfg.seed * 1_000_003 + trainer.step) * 1013 + info.rank,
-                               device=info.device)
+                               device=info.device, still=cfg.rollout_still)
     clips = load_eval_clips(args.heldout, args.eval_clips, EVAL_CONTEXT + EVAL_HORIZON) if info.is_main else None
     n_params = sum(p.numel() for p in model.parameters())
     if info.is_main:

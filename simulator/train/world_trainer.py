@@ -69,6 +69,8 @@ class TrainConfig:
     rollout_frames: int = 48  # ticks each buffered rollout runs past its true context
     rollout_batch: int = 16  # rollouts per refresh of the buffer
     rollout_refresh: int = 100  # steps between refreshes
+    # the buffered rollouts stand still: from still frames of the data, under no action (own_rollouts.py)
+    rollout_still: bool = False
     # patch-GAN term on the decoded clean-latent predictions (0 = off; see the module docstring)
     adv_weight: float = 0.0
     adv_frames: int = 16  # frames judged per step (drawn among those at target noise levels)
