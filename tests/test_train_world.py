@@ -180,10 +180,10 @@ def test_rollout_buffer_mixes_the_models_own_rollouts_with_true_targets(one_thre
         assert hits, b
 
 
-def test_still_rollouts_start_on_still_frames_and_stand_still_towards_them(one_thread):
+def test_still_rollouts_start_on_still_frames_and_hold_the_models_own_picture(one_thread):
     """`--rollout-still`: a still frame is the same latent three frames running under no action, inside one
-    episode with the context before it; the buffered rollouts start there, go on under no action, and their
-    targets are that frame at every tick."""
+    episode with the context before it; the buffered rollouts start there and go on under no action, and the
+    target of each frame of a buffered clip is the model's own frame before it (nothing changes)."""
     from simulator.actions import NOOP, encode_many
     from simulator.rollout.generator import GeneratorConfig
     from simulator.train.own_rollouts import RolloutBuffer, still_frames
@@ -216,6 +216,16 @@ def test_still_rollouts_start_on_still_frames_and_stand_still_towards_them(one_t
         assert (true["latents"][r, 4:] == episodes.latents[end].float()).all()  # the still frame, every tick
         assert (true["buttons"][r, 3:] == hot).all() and (true["camera"][r, 3:] == bins).all()
     torch.testing.assert_close(buffer.seen[:, :4], true["latents"][:, :4], rtol=0, atol=0)  # then its own ticks
+    # a clip of the buffer: its inputs one window of a rollout, the target of each frame the model's own frame before
+    mixed = buffer.mix(episodes.sampler(4, seed=1).batch(32))
+    chosen = mixed["own"].nonzero().flatten().tolist()
+    assert 4 < len(chosen) < 28
+    for b in chosen:
+        hits = [(r, s) for r in range(4) for s in range(3, 30)
+                if torch.equal(mixed["context"][b], buffer.seen[r, s:s + 5])
+                and torch.equal(mixed["latents"][b], buffer.seen[r, s - 1:s + 4])]
+        assert hits, b
+        assert (mixed["buttons"][b] == hot).all() and (mixed["camera"][b] == bins).all()
     with pytest.raises(ValueError, match="no still frame"):
         RolloutBuffer(_episodes(E=3, T=20), 0.5, clip_frames=4, generator=gen, tokenizer=tokenizer, frames=6,
                       still=True)

@@ -16,12 +16,13 @@ model's own history, as in a rollout. The idea is DAgger's, pulling a drifted pi
 the world; measured on the CPU model it costs short-horizon fidelity at every depth and share tried
 and does not bring terrain back (docs/training.md, "Its own rollouts as context").
 
-`still=True` (`--rollout-still`) rolls out the one case where the truth needs no lag to be right: the
-player standing still. Spans end on a still frame of the data (the same latent three frames running
-under no action: the player stands on the ground), and the rollouts go on under no action; their
-targets are that frame, every tick, as the engine draws it (docs/training.md, "Standing still").
-Every model before it, left standing still, sharpened its picture tick after tick into noise within
-~100 ticks.
+`still=True` (`--rollout-still`) rolls out the player standing still, where the engine's answer is a
+function of what the model shows: nothing changes. Spans end on a still frame of the data (the same
+latent three frames running under no action: the player stands on the ground), and the rollouts go on
+under no action. The target of each frame is the model's own previous frame, not the true one: every
+model before it, left standing still, sharpened its picture tick after tick into noise within ~100
+ticks, and with the true frame as the target it learnt to fade instead (docs/training.md, "Standing
+still").
 """
 
 from __future__ import annotations
@@ -131,7 +132,11 @@ class RolloutBuffer:
         last_start = self.context + self.frames - self.span
         start = torch.randint(self.context - 1, last_start + 1, (len(pick),), generator=self.rng)
         index = start[:, None] + torch.arange(self.span)  # [P, T+1]
-        out["latents"][pick] = self.true["latents"][which[:, None], index]
+        # standing still, the engine's rule holds for any picture, the model's own too: the next frame is the
+        # last one. Its own last frame is the target, not the true frame it drifted from, which its history
+        # may no longer show (that target taught it to fade: docs/training.md, "Standing still")
+        out["latents"][pick] = (self.seen[which[:, None], (index - 1).clamp_min(0)] if self.still is not None
+                                else self.true["latents"][which[:, None], index])
         out["buttons"][pick] = self.true["buttons"][which[:, None], index]
         out["camera"][pick] = self.true["camera"][which[:, None], index]
         context[pick] = self.seen[which[:, None], index]
