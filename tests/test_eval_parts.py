@@ -116,12 +116,15 @@ def test_probes_engine_oracle_is_perfect(name):
     if name == "full_circle":
         assert res["engine_return_vs_anchor_psnr"] == pytest.approx(100.0)  # 18 x 20 degrees is exactly 360
     assert res["path_vs_engine_psnr"] == pytest.approx(100.0)
+    assert res["psnr_by_tick"] == pytest.approx([100.0] * len(PROBES[name].actions))
     copy = run_probe(CopyLast(RES), PROBES[name], 45, RES, CONTEXT, warmup=WARMUP)
     assert copy["return_vs_own_anchor_psnr"] == pytest.approx(100.0)
     if name == "stand_still":  # the engine holds its picture, and so does copy-last, to the last tick
         assert res["engine_return_vs_anchor_psnr"] == pytest.approx(100.0)
         assert copy["return_vs_engine_psnr"] == pytest.approx(100.0)
+        assert copy["psnr_by_tick"] == pytest.approx([100.0] * len(PROBES[name].actions))
     else:
+        assert min(copy["psnr_by_tick"]) < 40
         assert copy["path_vs_engine_psnr"] < 40
 
 

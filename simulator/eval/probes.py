@@ -112,6 +112,8 @@ def run_probe(predictor: Predictor, probe: Probe, seed: int, resolution: tuple[i
         "path_vs_engine_psnr": float(psnr(model[len(opening):].reshape(-1, *model.shape[2:]),
                                           engine[len(opening):].reshape(-1, *engine.shape[2:]))),
         "return_vs_engine_psnr": float(psnr(model[-1], engine[-1])),
+        # tick by tick after the opening: how fast a picture drifts (standing still: 25, 50, 100 ticks)
+        "psnr_by_tick": [float(psnr(m, e)) for m, e in zip(model[len(opening):], engine[len(opening):])],
         "return_vs_engine_ssim": float(ssim(model[-1], engine[-1])),
         "return_vs_own_anchor_psnr": float(psnr(model[-1], model[anchor])),
         "engine_return_vs_anchor_psnr": float(psnr(engine[-1], engine[anchor])),
@@ -133,5 +135,6 @@ def run_probes(predictor: Predictor, seeds: list[int], resolution: tuple[int, in
         entry["per_seed"].append(res)
     for entry in out.values():
         keys = [k for k in entry["per_seed"][0] if k != "seed"]
-        entry["mean"] = {k: float(np.mean([r[k] for r in entry["per_seed"]])) for k in keys}
+        # figures, and per-tick lists element by element
+        entry["mean"] = {k: np.mean([r[k] for r in entry["per_seed"]], axis=0).tolist() for k in keys}
     return out
