@@ -13,6 +13,7 @@ from simulator.actions import NOOP, Action
 from simulator.data.shards import Episode, write_shard
 from simulator.models.tokenizer import Tokenizer, preset
 from simulator.rollout.generator import Generator
+from simulator.train.world_model import SHIPPED_SHIFT
 from simulator.cli import main as cli_main
 
 
@@ -42,9 +43,11 @@ def test_train_command_end_to_end_and_resume(tmp_path, capsys):
     assert (out / "last" / "disc.safetensors").exists()  # the discriminator resumes with the run
     evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
     assert evals[-1]["step"] == 6 and "teacher_forced_copy_last_psnr" in evals[-1]
+    assert 0 < evals[-1]["still_psnr_t100"] < 100  # the stand-still probe, from held-out worlds
     assert (out / "samples" / "step0000006.mp4").stat().st_size > 0
     shipped = json.loads((export / "config.json").read_text())
     assert shipped["kind"] == "world_model" and shipped["world_seeds"] == [1, 2, 3] and shipped["steps"] == 6
+    assert shipped["generator"]["shift"] == SHIPPED_SHIFT  # exports sample as the shipped checkpoint does
     assert shipped["tokenizer"] == "tokenizer" and (export / "tokenizer" / "model.safetensors").exists()
 
     subprocess.run(command + ["--steps", "9"], check=True, capture_output=True)  # resumes at 6

@@ -28,6 +28,8 @@ from simulator.checkpoint import load_config
 from simulator.data.shards import ShardReader, list_shards
 from simulator.eval.camera import ShiftConfig, clip_shifts, following, image_shift
 from simulator.eval.metrics import psnr, sharpness
+from simulator.eval.pipeline import EVAL_PRESETS
+from simulator.eval.probes import PROBES, run_probe
 from simulator.eval.predictors import CopyWarpedLast
 from simulator.models.dit import DiT
 from simulator.models.tokenizer import Tokenizer
@@ -69,6 +71,10 @@ def _roundtrip(tokenizer: Tokenizer, frames: np.ndarray, device: torch.device) -
     with torch.inference_mode():
         out = tokenizer.decode_frames(tokenizer.encode(flat)).cpu().numpy()
     return out.reshape(frames.shape)
+
+
+STILL_WORLDS = 2  # held-out worlds (the clips' first distinct seeds) the stand-still probe runs from
+STILL_TICKS_REPORTED = (25, 100)  # its PSNR against the engine after this many ticks of no action
 
 
 def evaluate(model: DiT, tokenizer: Tokenizer, clips: EvalClips, gen_config: GeneratorConfig,
@@ -140,6 +146,12 @@ def evaluate(model: DiT, tokenizer: Tokenizer, clips: EvalClips, gen_config: Gen
         "rollout_yaw_slope": ro_follow["slope"],
         "rollout_yaw_sign_agreement": ro_follow["sign_agreement"],
     }
+    # standing still from the engine's state in held-out worlds: `patchworld eval`'s stand_still probe, as played there
+    full = EVAL_PRESETS["full"]
+    still = np.mean([run_probe(gen, PROBES["stand_still"], seed, tuple(true.shape[2:4]), full.context, full.policy,
+                               full.warmup)["psnr_by_tick"] for seed in list(dict.fromkeys(clips.seeds))[:STILL_WORLDS]],
+                    axis=0)
+    figures.update({f"still_psnr_t{t}": float(still[t - 1]) for t in STILL_TICKS_REPORTED})
     return figures, rollout
 
 
