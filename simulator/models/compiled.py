@@ -128,17 +128,19 @@ def _source_files(module: str) -> tuple[Path, ...]:
                     anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
                     base = ".".join(anchor + ([base] if base else []))
                 todo += [base] + [f"{base}.{alias.name}" for alias in node.names]  # names may be submodules
-            # parent packages run their __init__ on import
-        todo += [name.rsplit(".", i)[0] for i in range(1, name.count(".") + 1)]
+        todo += [name.rsplit(".", i)[0] for i in range(1, name.count(".") + 1)]  # parents run their __init__
     return tuple(sorted(seen))
 
 
+@cache
 def _source_digest(module: str) -> str:
-    """Of the source files that `module`'s code can reach (`_source_files`): a package built by other code
-    is never loaded, and an edit elsewhere (a command-line tool, the server) does not rebuild it."""
+    """Of the source files that `module`'s code can reach (`_source_files`), by their place under the project
+    and their bytes: a package built by other code is never loaded, and an edit elsewhere (a command-line tool,
+    the server) does not rebuild it."""
     digest = hashlib.sha256()
+    root = Path(__file__).resolve().parents[2]  # the folder holding simulator/ and kernels/
     for path in _source_files(module):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        digest.update(path.resolve().relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 

@@ -69,8 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rollout-frames", type=int, default=None,
                         help="ticks each buffered rollout runs past its 4 true frames (default 48)")
     parser.add_argument("--rollout-still", action="store_true", default=None,
-                        help="the buffered rollouts stand still: from still frames, under no action, the still frame "
-                             "their target (docs/training.md, 'Standing still')")
+                        help="the buffered rollouts stand still: from still frames, under no action, each frame's target "
+                             "the model's own frame before it (docs/training.md, 'Standing still')")
     parser.add_argument("--adv-weight", type=float, default=None,
                         help="weight of the patch-GAN term on the decoded predictions (default 0: off; "
                              "docs/training.md, 'A discriminator for the world model')")
