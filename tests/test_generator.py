@@ -183,6 +183,42 @@ def test_generator_warps_the_previous_latent_as_training_does(context, zoom):
         assert (expected - alone).abs().max() > 100 * 1e-5  # far beyond the tolerance above
 
 
+def test_prev_noise_sets_the_previous_latent_input_level_apart_from_the_cache(monkeypatch):
+    """The network adds its correction to its previous-latent input: with prev_noise 0 a fresh
+    (copy-warped-last) model hands on the last latent exactly while the finished frame still enters
+    the cache at context_noise; without it the input is noised at context_noise, and so is what a
+    fresh model hands on."""
+    import simulator.rollout.generator as generator_module
+
+    levels, original = [], generator_module.add_noise  # the levels the generator noises latents at, in order
+
+    def spy(x, level, noise):
+        levels.append(float(level.flatten()[0]))
+        return original(x, level, noise)
+
+    monkeypatch.setattr(generator_module, "add_noise", spy)
+    torch.manual_seed(0)
+    model = build_dit("tiny", camera_warp_fov=70.0).eval()
+    frames, actions = _context()
+    handed_on = {}
+    for prev_noise in (None, 0.0, 0):
+        gen = Generator(model, Tokenizer(preset("tiny")), GeneratorConfig(
+            resolution=(16, 16), window_frames=4, steps=2, context_noise=0.05, prev_noise=prev_noise))
+        gen.start(0, frames, actions)
+        prev = gen.prev[0].clone()
+        levels.clear()
+        gen.step({0: NOOP})
+        gen.flush()
+        handed_on[prev_noise] = (gen.prev[0] - prev).abs().max()
+        # one tick: the previous latent's noise, then the finished frame's for its cache pass
+        assert levels == pytest.approx([0.05 if prev_noise is None else 0.0, 0.05])
+    assert handed_on[0.0] < 1e-5 and handed_on[0] < 1e-5  # ints parse as levels too
+    assert handed_on[None] > 1e-2  # the noise at 0.05 that a fresh model does not remove
+    for bad in (-0.1, 1.0, True):
+        with pytest.raises(ValueError, match="prev_noise"):
+            GeneratorConfig(prev_noise=bad)
+
+
 def test_detail_carry_shows_the_true_frame_where_the_model_keeps_its_latent():
     """detail_carry keeps what the decoder misses of the last true frame: a stream whose next
     latent equals the last one (no camera motion) shows that frame itself, not its blurry

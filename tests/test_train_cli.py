@@ -13,7 +13,7 @@ from simulator.actions import NOOP, Action
 from simulator.data.shards import Episode, write_shard
 from simulator.models.tokenizer import Tokenizer, preset
 from simulator.rollout.generator import Generator
-from simulator.train.world_model import SHIPPED_SHIFT
+from simulator.train.world_model import SHIPPED_PREV_NOISE, SHIPPED_SHIFT
 from simulator.cli import main as cli_main
 
 
@@ -48,6 +48,7 @@ def test_train_command_end_to_end_and_resume(tmp_path, capsys):
     shipped = json.loads((export / "config.json").read_text())
     assert shipped["kind"] == "world_model" and shipped["world_seeds"] == [1, 2, 3] and shipped["steps"] == 6
     assert shipped["generator"]["shift"] == SHIPPED_SHIFT  # exports sample as the shipped checkpoint does
+    assert shipped["generator"]["prev_noise"] == SHIPPED_PREV_NOISE
     assert shipped["tokenizer"] == "tokenizer" and (export / "tokenizer" / "model.safetensors").exists()
 
     subprocess.run(command + ["--steps", "9"], check=True, capture_output=True)  # resumes at 6

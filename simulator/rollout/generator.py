@@ -53,6 +53,10 @@ class GeneratorConfig:
     eta: float = 1.0  # fresh noise per sampler step (0 = deterministic DDIM path)
     shift: float = 1.0  # sampler timestep shift
     context_noise: float = 0.05  # noise level of finished frames in the cache and the previous-latent input
+    # the previous-latent input's own level, when it should differ from the cache's (None: context_noise).
+    # The network adds its correction to that input, so the noise it does not remove stays in the frame
+    # and adds up tick after tick; 0 (a level training draws) reads the last frame as it is
+    prev_noise: float | None = None
     seed: int = 0
     precision: str = "auto"  # "auto" (bf16 where the hardware is fast at it), "bf16" or "fp32"
     # how a finished frame enters the cache: "pass" = its own pass at context_noise (as trained);
@@ -102,6 +106,11 @@ class GeneratorConfig:
             raise ValueError(f"guidance must be a weight within [0, 10] (0: off), got {self.guidance!r}")
         if not 0.0 <= self.guidance_above < 1.0:
             raise ValueError(f"guidance_above is a noise level within [0, 1), got {self.guidance_above!r}")
+        if self.prev_noise is not None:
+            if isinstance(self.prev_noise, bool) or not 0.0 <= self.prev_noise < 1.0:
+                raise ValueError(f"prev_noise is a noise level within [0, 1) (or None: context_noise), "
+                                 f"got {self.prev_noise!r}")
+            self.prev_noise = float(self.prev_noise)
         if self.context not in CONTEXT_MODES:
             raise ValueError(f"generator context {self.context!r} is not one of {', '.join(CONTEXT_MODES)}")
         if self.context == "reuse" and self.steps < 2:
@@ -431,7 +440,8 @@ class Generator:
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """The lightly noised previous latents of the given slots [B, 1, C, h, w], moved by the actions,
         and their noise level [B, 1]."""
-        prev_level = torch.full((len(rows), 1), self.config.context_noise, device=self.device)  # [B, 1]
+        level = self.config.context_noise if self.config.prev_noise is None else self.config.prev_noise
+        prev_level = torch.full((len(rows), 1), level, device=self.device)  # [B, 1]
         prev_in = add_noise(self.prev[rows][:, None], prev_level, self._noise(rows))  # [B, 1, C, h, w]
         prev_in = self._model.warp_previous(prev_in, camera, buttons)  # as in training: noised, then moved
         return prev_in, prev_level
