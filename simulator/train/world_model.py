@@ -180,11 +180,11 @@ SHIPPED_DETAIL = {"detail_carry": 1.0, "detail_gate": 0.2}
 # stays in a frame, so a standing picture drifts less and rollouts keep more contrast, +0.5 dB over horizons
 # 1-16, -0.2 dB teacher-forced (docs/evaluation.md, "Measured: standing still", session 20)
 SHIPPED_SHIFT = 0.5
-# the previous-latent input noised at half the cache's level: the network adds its correction to that input, so
-# less of the noise stays in each frame; the picture a player stands before holds +0.9 to +2.3 dB better after
-# 100 ticks, teacher-forced FD halves, rollout PSNR level (docs/evaluation.md, "Measured: noise on the previous
-# latent", session 21). Capped at the run's context_max: a level its training drew
-SHIPPED_PREV_NOISE = 0.025
+# the previous-latent input noised at a quarter of the cache's level: the network adds its correction to that
+# input, so less of the noise stays in each frame; the picture a player stands before holds +2.7 to +3.9 dB better
+# after 100 ticks, teacher-forced FD falls to a third, rollout PSNR level (docs/evaluation.md, "Measured: noise on
+# the previous latent", session 21). Capped at the run's context_max: a level its training drew
+SHIPPED_PREV_NOISE = 0.0125
 
 
 def _checkpoint_config(cfg: TrainConfig, model_cfg: dict, tokenizer: Tokenizer, tokenizer_source: str,
