@@ -52,7 +52,7 @@ class GeneratorConfig:
     steps: int = 4  # denoising steps per frame
     eta: float = 1.0  # fresh noise per sampler step (0 = deterministic DDIM path)
     shift: float = 1.0  # sampler timestep shift
-    context_noise: float = 0.05  # noise level of finished frames in the cache and the previous-latent input
+    context_noise: float = 0.05  # noise level of finished frames in the cache (and of the previous-latent input)
     # the previous-latent input's own level, when it should differ from the cache's (None: context_noise).
     # The network adds its correction to that input, so the noise it does not remove stays in the frame
     # and adds up tick after tick; 0 (a level training draws) reads the last frame as it is
