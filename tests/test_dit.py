@@ -266,3 +266,34 @@ def test_walk_zoom_enlarges_the_previous_latent_as_walking_forward_does():
     torch.testing.assert_close(off.warp_previous(prev, _bins(centre, centre), keys("forward")), prev, rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="camera_warp_fov"):
         build_dit("tiny", walk_zoom=zoom)
+
+
+def test_clean_base_adds_the_correction_to_the_clean_previous_latent():
+    """clean_base: the network reads the noised previous latent but adds its correction to the clean one
+    (moved the same way), in the plain, packed and cached paths alike; a fresh model is then copy-last of
+    the clean latent whatever the input's noise; without prev_clean it refuses."""
+    model = _randomise(build_dit("tiny", camera_warp_fov=70.0, clean_base=True))
+    plain = build_dit("tiny", camera_warp_fov=70.0)
+    plain.load_state_dict(model.state_dict())
+    plain.eval()
+    B, T, h, w = 2, 3, 4, 6
+    inp = _inputs(B, T, 4, h, w)
+    clean = torch.randn(B, T, 4, h, w, generator=torch.Generator().manual_seed(5))
+    out = _run(model, inp, prev_clean=clean)
+    moved = model.warp_previous(clean, inp["camera"], inp["buttons"]) - model.warp_previous(
+        inp["prev"], inp["camera"], inp["buttons"])
+    torch.testing.assert_close(out, _run(plain, inp) + moved, rtol=1e-5, atol=1e-5)
+    packed = model.forward_packed([{**{k: v[i] for k, v in inp.items()}, "prev_clean": clean[i]} for i in range(B)])
+    torch.testing.assert_close(torch.stack(packed), out, rtol=1e-4, atol=1e-4)
+    cache, rows, steps = model.new_cache(B, 4, (h // 2) * (w // 2), "cpu"), torch.arange(B), []
+    for t in range(T):
+        step = {k: v[:, t:t + 1] for k, v in inp.items()}
+        steps.append(model.forward_cached(step["x"], step["prev"], step["noise_level"], step["prev_level"],
+                                          step["buttons"], step["camera"], cache=cache, rows=rows,
+                                          first_frame=torch.full((B,), t), append=True,
+                                          prev_clean=clean[:, t:t + 1]))
+    torch.testing.assert_close(torch.cat(steps, dim=1), out, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="prev_clean"):
+        _run(model, inp)
+    fresh = build_dit("tiny", clean_base=True).eval()
+    assert torch.equal(_run(fresh, inp, prev_clean=clean), clean)

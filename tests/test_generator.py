@@ -219,6 +219,23 @@ def test_prev_noise_sets_the_previous_latent_input_level_apart_from_the_cache(mo
             GeneratorConfig(prev_noise=bad)
 
 
+def test_clean_base_model_hands_on_its_last_latent_through_a_noised_input():
+    """A clean_base model adds its correction to the clean previous latent: fresh (zero correction),
+    it hands on the last latent exactly although its input is noised at prev_noise, with or without
+    history guidance (whose two passes run in one batch)."""
+    torch.manual_seed(0)
+    model = build_dit("tiny", camera_warp_fov=70.0, clean_base=True).eval()
+    frames, actions = _context()
+    for guidance in (0.0, 1.0):
+        gen = Generator(model, Tokenizer(preset("tiny")), GeneratorConfig(
+            resolution=(16, 16), window_frames=4, steps=2, context_noise=0.05, prev_noise=0.05,
+            guidance=guidance))
+        gen.start(0, frames, actions)
+        prev = gen.prev[0].clone()
+        gen.step({0: NOOP})
+        assert (gen.prev[0] - prev).abs().max() < 1e-5
+
+
 def test_detail_carry_shows_the_true_frame_where_the_model_keeps_its_latent():
     """detail_carry keeps what the decoder misses of the last true frame: a stream whose next
     latent equals the last one (no camera motion) shows that frame itself, not its blurry

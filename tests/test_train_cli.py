@@ -88,14 +88,15 @@ def test_resume_keeps_the_saved_recipe_unless_overridden(tmp_path):
     base = ["--data", "d", "--heldout", "h", "--tokenizer", "t", "--preset", "cpu", "--out", str(tmp_path)]
     first = world_model._train_config(parser.parse_args(base + ["--lr", "1e-4", "--self-context", "0.5",
                                                               "--energy-score", "0.5", "--warp-padding", "zeros",
-                                                              "--rollout-context", "0.25"]))
+                                                              "--rollout-context", "0.25", "--clean-base"]))
     (tmp_path / "last").mkdir()
     (tmp_path / "last" / "trainer.json").write_text("{}")
     (tmp_path / "last" / "config.json").write_text(json.dumps({"train": {**vars(first), "retired_field": 1}}))
     saved = world_model._last_config(tmp_path)["train"]
     resumed = world_model._train_config(parser.parse_args(base), saved)  # the flags not given again
-    assert (resumed.lr, resumed.self_context, resumed.energy_score, resumed.warp_padding, resumed.rollout_context) == (
-        1e-4, 0.5, 0.5, "zeros", 0.25)
+    assert (resumed.lr, resumed.self_context, resumed.energy_score, resumed.warp_padding, resumed.rollout_context,
+            resumed.clean_base) == (1e-4, 0.5, 0.5, "zeros", 0.25, True)
+    assert not world_model._train_config(parser.parse_args(base)).clean_base  # off unless asked
     with pytest.raises(SystemExit, match="--energy-score"):
         world_model._train_config(parser.parse_args(base + ["--energy-score", "1.5"]))
     assert resumed.adv_previous  # the default: no discriminator in this run anyway
@@ -151,3 +152,28 @@ def test_context_noise_options_reach_the_objective_and_the_exported_generator():
     assert config["generator"]["context_noise"] == 0.2 and config["diffusion"]["context_max"] == 0.3
     with pytest.raises(SystemExit, match="context noise"):
         world_model._train_config(parser.parse_args(base + ["--context-noise", "0.2"]))  # above the trained 0.15
+
+
+def test_clean_base_reaches_the_training_pass():
+    """With clean_base the trainer hands the network the previous latents before their noise: a fresh
+    model (zero correction) then predicts every frame as exactly its clean previous latent, whatever
+    noise level its input drew; without it, as the noised input."""
+    from simulator.actions import BUTTON_DIM
+    from simulator.models.dit import build_dit
+    from simulator.train import world_model
+    from simulator.train.world_trainer import WorldTrainer
+    from simulator.train.ddp import DistInfo
+
+    parser = argparse.ArgumentParser()
+    world_model.add_arguments(parser)
+    base = ["--data", "d", "--heldout", "h", "--tokenizer", "t", "--preset", "tiny"]
+    g = torch.Generator().manual_seed(0)
+    batch = {"latents": torch.randn(2, 4, 4, 8, 8, generator=g), "buttons": torch.zeros(2, 4, BUTTON_DIM),
+             "camera": torch.full((2, 4, 2), 5, dtype=torch.long)}
+    for flag in ([], ["--clean-base"]):
+        cfg = world_model._train_config(parser.parse_args(base + flag))
+        model = build_dit("tiny", clean_base=cfg.clean_base)
+        trainer = WorldTrainer(cfg, model, DistInfo(0, 1, torch.device("cpu")), compile=False)
+        pred, _, _ = trainer.predict(batch)
+        gap = (pred.float() - batch["latents"][:, :-1]).abs().max()
+        assert (gap < 1e-2) if flag else (gap > 1e-2)

@@ -60,6 +60,10 @@ class DiTConfig:
     # latent (what every model so far trained with), "zeros" leaves the latent's zero there (nothing
     # to copy: the network has to draw what comes into view)
     warp_padding: str = "border"
+    # True: the correction is added to the clean previous latent (moved), while the network still reads
+    # it noised; False (every model before session 22): added to the noised input itself, so whatever
+    # noise the correction does not remove stays in the frame (docs/training.md, "The clean base")
+    clean_base: bool = False
 
     @property
     def head_dim(self) -> int:
@@ -242,6 +246,17 @@ class DiT(nn.Module):
                               self.cfg.camera_warp_fov, padding=self.cfg.warp_padding,
                               scale=None if scale is None else scale.reshape(B * T)).reshape(B, T, C, h, w)
 
+    def clean_base(self, prev_clean: torch.Tensor | None, camera: torch.Tensor, buttons: torch.Tensor
+                   ) -> torch.Tensor | None:
+        """What a `clean_base` model adds its correction to: the clean previous latents [B, T, C, h, w]
+        moved as `warp_previous` moves the noised input; None for other models (the input itself)."""
+        if not self.cfg.clean_base:
+            return None
+        if prev_clean is None:
+            raise ValueError("this model adds its correction to the clean previous latent (clean_base): "
+                             "pass prev_clean")
+        return self.warp_previous(prev_clean, camera, buttons)
+
     def embed(self, x: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         """x, prev [B, T, C, h, w] -> tokens [B, T*N, D], frame-major, row-major within a frame."""
         p = self.cfg.patch
@@ -265,14 +280,18 @@ class DiT(nn.Module):
     # --- the three paths --------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor, prev: torch.Tensor, noise_level: torch.Tensor, prev_level: torch.Tensor,
-                buttons: torch.Tensor, camera: torch.Tensor, window_frames: int | None = None) -> torch.Tensor:
+                buttons: torch.Tensor, camera: torch.Tensor, window_frames: int | None = None,
+                prev_clean: torch.Tensor | None = None) -> torch.Tensor:
         """Clean-latent prediction [B, T, C, h, w] for noisy latents x [B, T, C, h, w].
 
         prev: each frame's previous latent [B, T, C, h, w] (noised to prev_level [B, T]);
-        noise_level [B, T]; buttons [B, T, BUTTON_DIM] float; camera [B, T, 2] int64 bins.
+        noise_level [B, T]; buttons [B, T, BUTTON_DIM] float; camera [B, T, 2] int64 bins;
+        prev_clean: the previous latents before their noise, what a `clean_base` model adds its
+        correction to (required there, ignored otherwise).
         """
         self._check_latents(x)
         prev = self.warp_previous(prev, camera, buttons)
+        base = self.clean_base(prev_clean, camera, buttons)
         B, T, C, h, w = x.shape
         p = self.cfg.patch
         N = (h // p) * (w // p)
@@ -286,13 +305,14 @@ class DiT(nn.Module):
 
         out = self.run_blocks(self.embed(x, prev), self.condition(noise_level, prev_level, buttons, camera),
                               token_frame, cos, sin, attend)
-        return prev + self.unembed(out, T, h, w).to(prev.dtype)
+        return (prev if base is None else base) + self.unembed(out, T, h, w).to(prev.dtype)
 
     def forward_packed(self, clips: Sequence[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
         """NaViT packing: clips of any sizes in one sequence (attention block-diagonal across clips).
 
         Each clip is a dict with "x", "prev" [T_i, C, h_i, w_i], "noise_level", "prev_level" [T_i],
-        "buttons" [T_i, BUTTON_DIM], "camera" [T_i, 2]; returns the clean-latent predictions per clip.
+        "buttons" [T_i, BUTTON_DIM], "camera" [T_i, 2], and for a `clean_base` model "prev_clean" (as in
+        `forward`); returns the clean-latent predictions per clip.
         """
         p, device = self.cfg.patch, clips[0]["x"].device
         tokens, conds, positions, token_frames, frame_tokens, lengths = [], [], [], [], [], [0]
@@ -302,8 +322,11 @@ class DiT(nn.Module):
             self._check_latents(clip["x"])
             T, C, h, w = clip["x"].shape
             N = (h // p) * (w // p)
-            clip = {**clip, "prev": self.warp_previous(clip["prev"][None], clip["camera"][None], clip["buttons"][None])[0]}
-            clips[i] = clip  # the warped previous latent is also what the correction is added to
+            moved = self.warp_previous(clip["prev"][None], clip["camera"][None], clip["buttons"][None])
+            clean = clip.get("prev_clean")
+            base = self.clean_base(None if clean is None else clean[None], clip["camera"][None], clip["buttons"][None])
+            clip = {**clip, "prev": moved[0], "base": moved[0] if base is None else base[0]}
+            clips[i] = clip  # the moved previous latent (or with clean_base the clean one) is what the correction is added to
             tokens.append(self.embed(clip["x"][None], clip["prev"][None]))  # [1, T*N, D]
             conds.append(self.condition(clip["noise_level"][None], clip["prev_level"][None],
                                         clip["buttons"][None], clip["camera"][None]))  # [1, T, D]
@@ -325,12 +348,12 @@ class DiT(nn.Module):
         for i, clip in enumerate(clips):
             T, C, h, w = clip["x"].shape
             piece = out[int(cu_seqlens[i]):int(cu_seqlens[i + 1])][None]  # [1, T*N_i, C*p*p]
-            results.append(clip["prev"] + self.unembed(piece, T, h, w)[0].to(clip["prev"].dtype))
+            results.append(clip["base"] + self.unembed(piece, T, h, w)[0].to(clip["prev"].dtype))
         return results
 
     def forward_cached(self, x: torch.Tensor, prev: torch.Tensor, noise_level: torch.Tensor, prev_level: torch.Tensor,
                        buttons: torch.Tensor, camera: torch.Tensor, *, cache: KVCache, rows: torch.Tensor,
-                       first_frame: torch.Tensor, append: bool) -> torch.Tensor:
+                       first_frame: torch.Tensor, append: bool, prev_clean: torch.Tensor | None = None) -> torch.Tensor:
         """One chunk per stream against the rolling cache: x [B, k, C, h, w] for the cache rows `rows` [B].
 
         first_frame [B]: each stream's absolute frame index of the chunk's first frame (rotary t).
@@ -342,7 +365,8 @@ class DiT(nn.Module):
         B, T, C, h, w = x.shape
         view = self.stream_view(cache, rows, first_frame, T, h, w)
         return self.forward_stream(x, self.warp_previous(prev, camera, buttons),
-                                   self.stream_modulations(noise_level, prev_level, buttons, camera), view, append)
+                                   self.stream_modulations(noise_level, prev_level, buttons, camera), view, append,
+                                   base=self.clean_base(prev_clean, camera, buttons))
 
     def stream_view(self, cache: KVCache, rows: torch.Tensor, first_frame: torch.Tensor, frames: int,
                     h: int, w: int) -> StreamView:
@@ -376,10 +400,11 @@ class DiT(nn.Module):
         return self.modulations(self.condition(noise_level, prev_level, buttons, camera))
 
     def forward_stream(self, x: torch.Tensor, prev: torch.Tensor, mods: list[torch.Tensor], view: StreamView,
-                       append: bool, history: str = "with") -> torch.Tensor:
+                       append: bool, history: str = "with", base: torch.Tensor | None = None) -> torch.Tensor:
         """One pass of the streaming path: x, prev [B, T, C, h, w] (prev already through
         `warp_previous`); mods from `modulations` for this pass ([B, T, .] each); view from
-        `stream_view`. -> clean-latent prediction [B, T, C, h, w].
+        `stream_view`. -> clean-latent prediction [B, T, C, h, w]. base: what the correction is added
+        to when it is not prev (`clean_base`), from `clean_base`.
 
         history "without": the chunk attends to itself only, not to the cache (as the first chunk of
         a training clip, which has its previous latent but no earlier frames). "both": both passes
@@ -406,6 +431,8 @@ class DiT(nn.Module):
             for layer, (k, v) in enumerate(fresh):
                 view.cache.update(layer, view.rows, slots, k, v)
             view.cache.advance(view.rows, tokens)
+        if base is not None:  # the pass adds its correction to prev: move it onto the base
+            pred = pred + (base - prev).to(pred.dtype).repeat(2 if history == "both" else 1, 1, 1, 1, 1)
         return pred
 
     def stream_pass(self, x: torch.Tensor, prev: torch.Tensor, mods: list[torch.Tensor], cos: torch.Tensor,

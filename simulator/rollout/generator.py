@@ -313,7 +313,7 @@ class Generator:
             self._check_slot(slot, must_be_active=True)
         rng_states = [self.rngs[s].get_state() for s in slots] if abort is not None else None
         rows = torch.tensor(slots, device=self.device)
-        prev_in, prev_level = self._previous(rows, buttons, camera)
+        prev_in, prev_level, base = self._previous(rows, buttons, camera)
         levels = timesteps(self.config.steps, self.config.shift).tolist()[:-1]  # the levels denoised from
         reuse = self.config.context == "reuse"
         try:
@@ -332,13 +332,15 @@ class Generator:
                     mod = [m[:, i:i + 1] for m in mods]
                     last = i == len(levels) - 1
                     if not self.config.guidance or t <= self.config.guidance_above:
-                        return self._model.forward_stream(x, prev_in, mod, view, append=reuse and last).float()
+                        return self._model.forward_stream(x, prev_in, mod, view, append=reuse and last,
+                                                          base=base).float()
                     if reuse and last:  # the pass whose keys/values the cache keeps runs on its own
-                        pred = self._model.forward_stream(x, prev_in, mod, view, append=True).float()
-                        weak = self._model.forward_stream(x, prev_in, mod, view, append=False, history="without").float()
+                        pred = self._model.forward_stream(x, prev_in, mod, view, append=True, base=base).float()
+                        weak = self._model.forward_stream(x, prev_in, mod, view, append=False, history="without",
+                                                          base=base).float()
                     else:
-                        pred, weak = self._model.forward_stream(x, prev_in, mod, view, append=False,
-                                                                history="both").float().chunk(2)
+                        pred, weak = self._model.forward_stream(x, prev_in, mod, view, append=False, history="both",
+                                                                base=base).float().chunk(2)
                     return pred + self.config.guidance * (pred - weak)
 
                 x0 = sample(denoise, self._noise(rows), self.config.steps, eta=self.config.eta,
@@ -395,7 +397,7 @@ class Generator:
     def _append(self, rows: torch.Tensor, latent: torch.Tensor, buttons: torch.Tensor, camera: torch.Tensor) -> None:
         """A cache pass on its own (priming): latent [B, 1, C, h, w] at the context noise level, under the
         encoded actions [B, 1, .]."""
-        prev_in, prev_level = self._previous(rows, buttons, camera)
+        prev_in, prev_level, _ = self._previous(rows, buttons, camera)  # its prediction is not kept: no base
         with self._precision():
             view = self._model.stream_view(self.cache, rows, self.frame_index[rows], 1, *self.latent_shape[1:])
             noisy = add_noise(latent, prev_level, self._noise(rows))
@@ -437,14 +439,16 @@ class Generator:
         return torch.from_numpy(hot).to(self.device)[:, None], torch.from_numpy(bins).to(self.device)[:, None]
 
     def _previous(self, rows: torch.Tensor, buttons: torch.Tensor, camera: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The lightly noised previous latents of the given slots [B, 1, C, h, w], moved by the actions,
-        and their noise level [B, 1]."""
+        their noise level [B, 1], and for a `clean_base` model the same latents moved without the noise
+        (what its correction is added to; None otherwise)."""
         level = self.config.context_noise if self.config.prev_noise is None else self.config.prev_noise
         prev_level = torch.full((len(rows), 1), level, device=self.device)  # [B, 1]
-        prev_in = add_noise(self.prev[rows][:, None], prev_level, self._noise(rows))  # [B, 1, C, h, w]
+        clean = self.prev[rows][:, None]  # [B, 1, C, h, w]
+        prev_in = add_noise(clean, prev_level, self._noise(rows))
         prev_in = self._model.warp_previous(prev_in, camera, buttons)  # as in training: noised, then moved
-        return prev_in, prev_level
+        return prev_in, prev_level, self._model.clean_base(clean, camera, buttons)
 
     def _noise(self, rows: torch.Tensor) -> torch.Tensor:
         """Standard normal [B, 1, C, h, w], each slot from its own generator."""

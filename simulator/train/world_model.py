@@ -80,6 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warp-padding", choices=["border", "zeros"], default=None,
                         help="what the camera warp of the previous latent puts where the picture moves in: the edge "
                              "repeated ('border', the default) or zeros (the network draws it; a fresh or --init run)")
+    parser.add_argument("--clean-base", action="store_const", const=True, default=None,
+                        help="add the network's correction to the clean previous latent, not to the noised input it "
+                             "reads (a fresh or --init run; docs/training.md, 'The clean base')")
     parser.add_argument("--depth", type=int, default=None,
                         help="DiT blocks of a fresh or --init run (default: the --init checkpoint's, else the "
                              "preset's); deeper than the --init checkpoint grows it: its blocks first, the new ones "
@@ -123,7 +126,8 @@ def _train_config(args: argparse.Namespace, saved: dict | None = None) -> TrainC
                  "self_context": args.self_context, "adv_weight": args.adv_weight, "walk_zoom": args.walk_zoom,
                  "rollout_context": args.rollout_context, "rollout_frames": args.rollout_frames,
                  "rollout_still": args.rollout_still,
-                 "energy_score": args.energy_score, "warp_padding": args.warp_padding, "depth": args.depth,
+                 "energy_score": args.energy_score, "warp_padding": args.warp_padding, "clean_base": args.clean_base,
+                 "depth": args.depth,
                  "mlp_ratio": args.mlp_ratio,
                  "context_max": args.context_max, "context_noise": args.context_noise,
                  "cooldown_steps": args.cooldown}
@@ -251,7 +255,7 @@ def main(args: argparse.Namespace) -> int:
     train = LatentEpisodes.load(encode_shards(args.data, tokenizer, out / "latents", device=info.device))
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = build_dit(cfg.model, latent_channels=tokenizer.latent_channels, walk_zoom=cfg.walk_zoom,
-                      warp_padding=cfg.warp_padding,  # depth and MLP ratio: 0 keeps the preset's
+                      warp_padding=cfg.warp_padding, clean_base=cfg.clean_base,  # depth and MLP ratio: 0 keeps the preset's
                       **{k: v for k, v in (("depth", cfg.depth), ("mlp_ratio", cfg.mlp_ratio)) if v})
     trainer = WorldTrainer(cfg, model, info, tokenizer=tokenizer,
                            compile=info.device.type == "cpu" and not args.no_compile)

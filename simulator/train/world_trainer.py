@@ -81,6 +81,8 @@ class TrainConfig:
     walk_zoom: float = 0.0
     # DiTConfig.warp_padding of a fresh or --init run: "border" (the preset's) or "zeros"
     warp_padding: str = "border"
+    # DiTConfig.clean_base of a fresh or --init run: the correction added to the clean previous latent
+    clean_base: bool = False
     # DiT blocks of a fresh or --init run (0: the preset's). Deeper than the --init checkpoint: its blocks
     # come first and the new ones start as identities (adaLN-Zero), so training starts from its predictions
     depth: int = 0
@@ -224,7 +226,7 @@ class WorldTrainer:
         levels, prev_levels = level.repeat(draws, 1), prev_level.repeat(draws, 1)
         with autocast(dev, self.bf16):
             pred = self.net(add_noise(inputs, levels, noise), add_noise(prev, prev_levels, prev_noise), levels,
-                            prev_levels, buttons, camera)
+                            prev_levels, buttons, camera, prev_clean=prev)
         return pred, x0, level
 
     def judged(self, pred: torch.Tensor, latents: torch.Tensor, level: torch.Tensor
@@ -268,7 +270,7 @@ class WorldTrainer:
         prev_level = torch.full_like(level, self.diffusion.context_noise)  # as the generator noises finished frames
         with autocast(dev, self.bf16):
             guess = self.model(add_noise(seen, level, noise), add_noise(prev, prev_level, prev_noise), level,
-                               prev_level, buttons, camera).float()
+                               prev_level, buttons, camera, prev_clean=prev).float()
         pick = (torch.rand(B, generator=g, device=dev) < self.cfg.self_context)[:, None, None, None, None]
         inputs = torch.where(pick, guess, seen)
         return inputs, torch.cat([prev[:, :1], inputs[:, :-1]], dim=1)
