@@ -119,7 +119,7 @@ def test_a_batch_context_is_what_the_model_sees_and_the_targets_stay_true(one_th
     assert targets.any() and (~targets).any()
     own = {**other, "own": torch.ones(4, dtype=torch.bool)}
     seen = []
-    trainer.net = lambda x, *rest: seen.append(x) or x  # what the pass sees, noised
+    trainer.net = lambda x, *rest, **kw: seen.append(x) or x  # what the pass sees, noised
     for b in (batch, other, own):
         predict(b)
     truth, context, mixed = seen
