@@ -13,7 +13,8 @@ from simulator.actions import NOOP, Action
 from simulator.data.shards import Episode, write_shard
 from simulator.models.tokenizer import Tokenizer, preset
 from simulator.rollout.generator import Generator
-from simulator.train.world_model import SHIPPED_PREV_NOISE, SHIPPED_SHIFT
+from simulator.train.world_model import SHIPPED_SHIFT
+from simulator.train.world_trainer import SHIPPED_PREV_NOISE
 from simulator.cli import main as cli_main
 
 

@@ -17,7 +17,7 @@ from simulator.models.tokenizer import Tokenizer, preset
 from simulator.train.ddp import DistInfo
 from simulator.train.world_data import LatentEpisodes
 from simulator.diffusion import sample_levels
-from simulator.train.world_trainer import TRAIN_PRESETS, WorldTrainer
+from simulator.train.world_trainer import TRAIN_PRESETS, WorldTrainer, generation_prev_noise
 
 CPU = DistInfo(0, 1, torch.device("cpu"))
 
@@ -94,6 +94,21 @@ def test_own_context_feeds_guesses_to_the_chosen_clips_only(one_thread):
     first = [trainer.train_step(one)["loss"] for _ in range(5)]
     last = [trainer.train_step(one)["loss"] for _ in range(95)][-5:]
     assert sum(last) < 0.5 * sum(first), (first, last)
+
+
+def test_own_context_reads_the_previous_latent_at_the_exported_generators_level(one_thread):
+    trainer = _trainer()
+    batch = _episodes().sampler(clip_frames=4, seed=2).batch(4)
+    latents = batch["latents"].float()
+    seen = []
+    model = trainer.model
+    trainer.model = lambda x, prev, level, prev_level, *rest, **kw: seen.append(prev_level) or model(
+        x, prev, level, prev_level, *rest, **kw)
+    trainer.cfg = replace(trainer.cfg, self_context=0.5)
+    trainer.own_context(latents[:, 1:], latents[:, :-1], batch["buttons"][:, 1:], batch["camera"][:, 1:])
+    level = generation_prev_noise(trainer.diffusion)
+    assert level != trainer.diffusion.context_noise  # the two differ, so the test tells them apart
+    torch.testing.assert_close(seen[0], torch.full_like(seen[0], level), rtol=0, atol=0)
 
 
 def test_a_batch_context_is_what_the_model_sees_and_the_targets_stay_true(one_thread):

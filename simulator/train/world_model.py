@@ -36,7 +36,7 @@ from simulator.train.ddp import DistInfo, barrier, init_distributed, shutdown
 from simulator.train.own_rollouts import RolloutBuffer
 from simulator.train.world_data import LatentEpisodes, encode_shards
 from simulator.train.world_eval import evaluate, load_eval_clips, save_video
-from simulator.train.world_trainer import TRAIN_PRESETS, TrainConfig, WorldTrainer
+from simulator.train.world_trainer import TRAIN_PRESETS, TrainConfig, WorldTrainer, generation_prev_noise
 
 EVAL_CONTEXT, EVAL_HORIZON = 4, 16  # held-out clips: 4 true frames, then 16 generated
 
@@ -184,11 +184,6 @@ SHIPPED_DETAIL = {"detail_carry": 1.0, "detail_gate": 0.2}
 # stays in a frame, so a standing picture drifts less and rollouts keep more contrast, +0.5 dB over horizons
 # 1-16, -0.2 dB teacher-forced (docs/evaluation.md, "Measured: standing still", session 20)
 SHIPPED_SHIFT = 0.5
-# the previous-latent input noised at a quarter of the cache's level: the network adds its correction to that
-# input, so less of the noise stays in each frame; the picture a player stands before holds +2.7 to +3.9 dB better
-# after 100 ticks, teacher-forced FD falls to a third, rollout PSNR level (docs/evaluation.md, "Measured: noise on
-# the previous latent", session 21). Capped at the run's context_max: a level its training drew
-SHIPPED_PREV_NOISE = 0.0125
 
 
 def _checkpoint_config(cfg: TrainConfig, model_cfg: dict, tokenizer: Tokenizer, tokenizer_source: str,
@@ -197,7 +192,7 @@ def _checkpoint_config(cfg: TrainConfig, model_cfg: dict, tokenizer: Tokenizer, 
     diffusion = cfg.diffusion()
     generator = {"window_frames": cfg.clip_frames - 1, "steps": cfg.sampler_steps,
                  "context_noise": diffusion.context_noise, "shift": SHIPPED_SHIFT,
-                 "prev_noise": min(SHIPPED_PREV_NOISE, diffusion.context_max), **SHIPPED_DETAIL}
+                 "prev_noise": generation_prev_noise(diffusion), **SHIPPED_DETAIL}
     return {"kind": "world_model", "model": model_cfg, "diffusion": asdict(diffusion), "train": asdict(cfg),
             "generator": generator, "tokenizer": "tokenizer", "tokenizer_source": tokenizer_source,
             "tokenizer_stride": tokenizer.stride, "action_encoding_version": ENCODING_VERSION,
