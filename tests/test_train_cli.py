@@ -129,6 +129,29 @@ def test_init_continues_a_grown_checkpoint_at_its_size(tmp_path):
     assert world_model._train_config(resumed, {"model": "cpu", "mlp_ratio": 7.0}).mlp_ratio == 7
 
 
+def test_init_keeps_the_checkpoints_weightless_switches(tmp_path):
+    """clean_base, warp_padding and walk_zoom hold no weights, so loading cannot refuse a mismatch:
+    a fresh --init run builds the network as its checkpoint was built unless a flag says otherwise."""
+    from simulator.train import world_model
+
+    parser = argparse.ArgumentParser()
+    world_model.add_arguments(parser)
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(
+        {"model": {"depth": 12, "clean_base": True, "warp_padding": "zeros", "walk_zoom": 0.015}}))
+    base = ["--data", "d", "--heldout", "h", "--tokenizer", "t", "--preset", "cpu", "--out", str(tmp_path / "run")]
+    plain = world_model._train_config(parser.parse_args(base))
+    assert (plain.clean_base, plain.warp_padding, plain.walk_zoom) == (False, "border", 0.0)  # the preset's
+    init = world_model._train_config(parser.parse_args(base + ["--init", str(tmp_path / "ckpt")]))
+    assert (init.clean_base, init.warp_padding, init.walk_zoom) == (True, "zeros", 0.015)
+    told = world_model._train_config(parser.parse_args(base + ["--init", str(tmp_path / "ckpt"),
+                                                               "--warp-padding", "border", "--walk-zoom", "0"]))
+    assert (told.clean_base, told.warp_padding, told.walk_zoom) == (True, "border", 0.0)
+    resumed = world_model._train_config(parser.parse_args(base + ["--init", str(tmp_path / "ckpt")]),
+                                        {"model": "cpu", "clean_base": False})
+    assert not resumed.clean_base  # a resumed run keeps its own recipe
+
+
 def test_context_noise_options_reach_the_objective_and_the_exported_generator():
     """--context-max widens the context levels training draws (frames and previous latents);
     --context-noise is the level the exported generator gives finished frames, and must be one

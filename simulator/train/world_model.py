@@ -79,10 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "loss alone; docs/training.md, 'The energy score')")
     parser.add_argument("--warp-padding", choices=["border", "zeros"], default=None,
                         help="what the camera warp of the previous latent puts where the picture moves in: the edge "
-                             "repeated ('border', the default) or zeros (the network draws it; a fresh or --init run)")
+                             "repeated ('border') or zeros (the network draws it); a fresh or --init run (default: the --init checkpoint's, "
+                             "else 'border')")
     parser.add_argument("--clean-base", action="store_const", const=True, default=None,
                         help="add the network's correction to the clean previous latent, not to the noised input it "
-                             "reads (a fresh or --init run; docs/training.md, 'The clean base')")
+                             "reads (a fresh or --init run; an --init checkpoint built so keeps it; docs/training.md, 'The clean base')")
     parser.add_argument("--depth", type=int, default=None,
                         help="DiT blocks of a fresh or --init run (default: the --init checkpoint's, else the "
                              "preset's); deeper than the --init checkpoint grows it: its blocks first, the new ones "
@@ -93,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "it: its hidden units first, the new ones adding nothing until trained")
     parser.add_argument("--walk-zoom", type=float, default=None,
                         help="also enlarge the previous latent by this factor per tick of walking forward (e.g. "
-                             "0.015; a fresh or --init run; docs/training.md, 'The walk zoom')")
+                             "0.015; a fresh or --init run; default: the --init checkpoint's, else 0; docs/training.md, 'The walk zoom')")
     parser.add_argument("--context-max", type=float, default=None,
                         help="train on context and previous-latent noise levels up to this (default 0.15)")
     parser.add_argument("--context-noise", type=float, default=None,
@@ -142,18 +143,20 @@ def _train_config(args: argparse.Namespace, saved: dict | None = None) -> TrainC
     if args.adv_weight is not None and args.adv_weight < 0:
         raise SystemExit(f"--adv-weight {args.adv_weight} must be >= 0")
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
-    if saved is None and args.init:  # a grown checkpoint continues at its own size unless told otherwise
+    if saved is None and args.init:  # the checkpoint's network as it was built, unless told otherwise
         model = load_config(args.init)["model"]
-        if args.depth is None:
-            cfg = replace(cfg, depth=int(model["depth"]))
-        if args.mlp_ratio is None and "mlp_ratio" in model:
-            cfg = replace(cfg, mlp_ratio=float(model["mlp_ratio"]))
+        cfg = replace(cfg, **{key: model[key] for key in INIT_TAKES if overrides[key] is None and key in model})
     if not 0 <= cfg.cooldown_steps <= cfg.max_steps:
         raise SystemExit(f"--cooldown {cfg.cooldown_steps} must lie in [0, the run's {cfg.max_steps} steps]")
     if not 0.0 <= cfg.context_noise <= cfg.context_max < 1.0:
         raise SystemExit(f"context noise {cfg.context_noise} must lie in [0, context max {cfg.context_max}], "
                          "and the context max below 1: the generator gives finished frames a level it was trained on")
     return cfg
+
+
+# what a fresh --init run takes from its checkpoint's model unless its flag is given: its size (a grown
+# checkpoint continues at its own size) and the switches that hold no weights, which loading could not refuse
+INIT_TAKES = ("depth", "mlp_ratio", "clean_base", "warp_padding", "walk_zoom")
 
 
 def _last_config(out: Path) -> dict | None:
