@@ -147,6 +147,8 @@ def test_init_keeps_the_checkpoints_weightless_switches(tmp_path):
     told = world_model._train_config(parser.parse_args(base + ["--init", str(tmp_path / "ckpt"),
                                                                "--warp-padding", "border", "--walk-zoom", "0"]))
     assert (told.clean_base, told.warp_padding, told.walk_zoom) == (True, "border", 0.0)
+    dropped = world_model._train_config(parser.parse_args(base + ["--init", str(tmp_path / "ckpt"), "--no-clean-base"]))
+    assert (dropped.clean_base, dropped.warp_padding) == (False, "zeros")
     resumed = world_model._train_config(parser.parse_args(base + ["--init", str(tmp_path / "ckpt")]),
                                         {"model": "cpu", "clean_base": False})
     assert not resumed.clean_base  # a resumed run keeps its own recipe

@@ -81,9 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what the camera warp of the previous latent puts where the picture moves in: the edge "
                              "repeated ('border') or zeros (the network draws it); a fresh or --init run (default: the --init checkpoint's, "
                              "else 'border')")
-    parser.add_argument("--clean-base", action="store_const", const=True, default=None,
+    parser.add_argument("--clean-base", action=argparse.BooleanOptionalAction, default=None,
                         help="add the network's correction to the clean previous latent, not to the noised input it "
-                             "reads (a fresh or --init run; an --init checkpoint built so keeps it; docs/training.md, 'The clean base')")
+                             "reads (a fresh or --init run; default: the --init checkpoint's, else off; "
+                             "--no-clean-base drops it from an --init checkpoint built so; docs/training.md, 'The clean base')")
     parser.add_argument("--depth", type=int, default=None,
                         help="DiT blocks of a fresh or --init run (default: the --init checkpoint's, else the "
                              "preset's); deeper than the --init checkpoint grows it: its blocks first, the new ones "
