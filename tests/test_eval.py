@@ -146,6 +146,7 @@ def test_eval_compare_tables_settings_with_their_seed_spread(report, tmp_path, c
     assert one.startswith(f"| one (1 run) | {tf:.2f} |") and two.startswith(f"| two (2 runs) | {tf + 0.5:.2f} ±0.50 |")
     h1 = m["rollout"]["methods"]["model"]["psnr_mean"][0]
     assert f"| {h1:.2f} |" in one and "| - |" in one  # horizon 1 measured; horizon 16 not (8-frame quick eval)
+    assert f"| {m['issue8']['generated_sharpness_ratio_min']:.2f} |" in one  # issue 8's sharpness target, beside PSNR
     assert cli_main(["eval-compare", f"one={out}"]) == 0 and "| one (1 run) |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no metrics.json"):
         cli_main(["eval-compare", f"none={tmp_path / 'missing'}"])
