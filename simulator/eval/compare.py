@@ -110,10 +110,10 @@ def main(args: argparse.Namespace) -> int:
         table = compare_table(args.settings)
     except FileNotFoundError as err:
         raise SystemExit(str(err)) from None
-    notes = ("TF = teacher-forced; h = rollout horizon (PSNR, dB); FD on the IDM's features; 'sharpness / true, min' and "
-             "'FD / tokenizer's, max' = the generated frames' worst ratios over the rollout's horizons (issue 8's targets: 0.70, 2); 'colour drift from' = "
-             "first frame of the long rollouts where colour drift sets in. Several runs of a setting: mean ±half "
-             "their range. " + args.note).strip()
+    notes = ("TF = teacher-forced; h = rollout horizon (PSNR, dB); FD on the IDM's features; 'sharpness / true, "
+             "min' and 'FD / tokenizer's, max' = the generated frames' worst ratios over the rollout's horizons "
+             "(issue 8's targets: 0.70, 2); 'colour drift from' = first frame of the long rollouts where colour "
+             "drift sets in. Several runs of a setting: mean ±half their range. " + args.note).strip()
     if args.record:
         record(args.title, table, notes=notes)
     else:
