@@ -170,11 +170,15 @@ def test_backend_options_reach_the_generator(tiny_checkpoint):
     try:
         backend = make_backend(parser.parse_args(["--checkpoint", str(tiny_checkpoint), "--guidance", "1.5",
                                                   "--steps", "3", "--sample-seed", "4", "--threads", "1",
-                                                  "--no-compile"]))
+                                                  "--prev-noise", "0.1", "--no-compile"]))
     finally:
         torch.set_num_threads(threads)
     config = backend.generator.config
     assert (config.guidance, config.steps, config.seed, config.context, config.compile) == (1.5, 3, 4, "reuse", False)
+    assert config.prev_noise == 0.1
+    with pytest.raises(SystemExit, match="prev_noise is a noise level"):  # out of range: said, not a traceback
+        make_backend(parser.parse_args(["--checkpoint", str(tiny_checkpoint), "--prev-noise", "2", "--no-compile",
+                                        "--threads", str(threads)]))
     plain = make_backend(parser.parse_args(["--checkpoint", str(tiny_checkpoint), "--threads", str(threads)]))
     assert plain.generator.config.guidance == 0.0  # the checkpoint's (none saved: off)
     assert plain.generator.config.compile  # live play on CPU compiles (and warms up: the stream is free again)

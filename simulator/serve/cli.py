@@ -41,6 +41,10 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
                         help="history guidance weight: each denoising pass is pushed away from the same pass without "
                              "the earlier frames; sharper dreamed frames for lower PSNR (docs/evaluation.md, "
                              "'History guidance'; default: the checkpoint's, 0 = off)")
+    parser.add_argument("--prev-noise", type=float,
+                        help="the noise level the model reads its previous frame at; for a clean-base model "
+                             "(checkpoints/candidates/world-sharp) a dial from faithful (0.0125) to sharp (0.15) "
+                             "frames (docs/evaluation.md, 'The sharp candidate'; default: the checkpoint's)")
     parser.add_argument("--context",
                         help="how a finished frame enters the model's cache: the last denoising pass's keys/values "
                              "('reuse', the default for live play: one pass less per tick) or its own pass ('pass', "
@@ -84,8 +88,11 @@ def make_backend(args: argparse.Namespace) -> Backend | None:
     config = dataclasses.replace(preset, device=args.device, max_sessions=args.max_sessions or preset.max_sessions,
                                  compile=preset.compile and not args.no_compile)
     overrides = {k: v for k, v in (("seed", args.sample_seed), ("steps", args.steps), ("context", args.context),
-                                   ("guidance", args.guidance)) if v is not None}
-    return DreamBackend.from_checkpoint(args.checkpoint, config, **overrides)
+                                   ("guidance", args.guidance), ("prev_noise", args.prev_noise)) if v is not None}
+    try:
+        return DreamBackend.from_checkpoint(args.checkpoint, config, **overrides)
+    except ValueError as err:  # an option out of range (the generator says which): a message, not a traceback
+        raise SystemExit(f"{args.checkpoint}: {err}") from None
 
 
 def start_local_server(args: argparse.Namespace):
