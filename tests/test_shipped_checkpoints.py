@@ -59,7 +59,7 @@ def test_world_model_dreams_frames_from_engine_context(world):
 def test_sharp_candidate_dreams_more_detail_than_the_shipped_model():
     """checkpoints/candidates/world-sharp is the clean-base model read at prev_noise 0.15, the top of
     its trained range (docs/evaluation.md, "The sharp candidate"): walking the same start, its
-    dreamed frames keep more detail than the shipped model's (measured here: 1.26x over ticks 6-12)."""
+    dreamed frames keep more detail than the shipped model's (measured: 1.245x over ticks 6-12; docs/benchmarks.md)."""
     from simulator.eval.metrics import sharpness
     from simulator.world.engine import World
 
