@@ -158,7 +158,7 @@ def test_dream_backend_passes_its_context_mode_to_the_generator(tiny_checkpoint)
     assert int(trained.generator.frame_index[slot]) == frames_in_cache + 1
 
 
-def test_backend_options_reach_the_generator(tiny_checkpoint):
+def test_backend_options_reach_the_generator(tiny_checkpoint, monkeypatch):
     """What `play`, `serve` and `rollout` take on the command line ends up in the generator."""
     import argparse
 
@@ -179,6 +179,16 @@ def test_backend_options_reach_the_generator(tiny_checkpoint):
     with pytest.raises(SystemExit, match="prev_noise is a noise level"):  # out of range: said, not a traceback
         make_backend(parser.parse_args(["--checkpoint", str(tiny_checkpoint), "--prev-noise", "2", "--no-compile",
                                         "--threads", str(threads)]))
+    with pytest.raises(SystemExit, match="does not hold a world-model checkpoint"):  # a tokenizer's folder
+        make_backend(parser.parse_args(["--checkpoint", str(tiny_checkpoint.parent / "tokenizer"), "--no-compile",
+                                        "--threads", str(threads)]))
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug while loading")
+
+    with monkeypatch.context() as patch, pytest.raises(ValueError, match="a bug while loading"):
+        patch.setattr(DreamBackend, "from_checkpoint", broken)  # only the options' errors become a message
+        make_backend(parser.parse_args(["--checkpoint", str(tiny_checkpoint), "--no-compile", "--threads", str(threads)]))
     plain = make_backend(parser.parse_args(["--checkpoint", str(tiny_checkpoint), "--threads", str(threads)]))
     assert plain.generator.config.guidance == 0.0  # the checkpoint's (none saved: off)
     assert plain.generator.config.compile  # live play on CPU compiles (and warms up: the stream is free again)

@@ -122,6 +122,20 @@ class _Abandoned(Exception):
     """Raised inside a step whose `abort()` said yes; the step restores what it changed."""
 
 
+def generator_config(config: dict, directory: str | Path = "checkpoint", **overrides) -> GeneratorConfig:
+    """The GeneratorConfig a world-model checkpoint's `config` (config.json) plays with, `overrides` (its
+    fields) on top. ValueError, naming the option, for a config that is not a world model's, an unknown
+    option or a value out of range: what a command line turns into a one-line message."""
+    if config.get("kind") != "world_model":
+        raise ValueError(f"{directory} does not hold a world-model checkpoint (kind={config.get('kind')!r})")
+    known = {f.name for f in fields(GeneratorConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown generator option {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    saved = {k: v for k, v in config.get("generator", {}).items() if k in known}
+    return GeneratorConfig(**{**saved, "resolution": tuple(config.get("resolution", (64, 64))), **overrides})
+
+
 class Generator:
     """See the module docstring; the contract is in docs/CONTRACTS.md."""
 
@@ -176,19 +190,11 @@ class Generator:
         relative to the checkpoint folder unless absolute). `overrides` set GeneratorConfig fields."""
         directory = Path(directory)
         state, config = load_checkpoint(directory, device="cpu")
-        if config.get("kind") != "world_model":
-            raise ValueError(f"{directory} does not hold a world-model checkpoint (kind={config.get('kind')!r})")
+        gen_config = generator_config(config, directory, **overrides)
         model = build_dit(config["model"])
         model.load_state_dict(state)
         tokenizer_dir = Path(config["tokenizer"])
         tokenizer = Tokenizer.load(tokenizer_dir if tokenizer_dir.is_absolute() else directory / tokenizer_dir)
-        known = {f.name for f in fields(GeneratorConfig)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ValueError(f"unknown generator option {unknown[0]!r} (known: {', '.join(sorted(known))})")
-        saved = {k: v for k, v in config.get("generator", {}).items() if k in known}
-        gen_config = GeneratorConfig(**{**saved, "resolution": tuple(config.get("resolution", (64, 64))),
-                                        **overrides})
         return cls(model, tokenizer, gen_config, batch_size=batch_size, device=device)
 
     def warm_up(self) -> None:

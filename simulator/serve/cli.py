@@ -89,10 +89,14 @@ def make_backend(args: argparse.Namespace) -> Backend | None:
                                  compile=preset.compile and not args.no_compile)
     overrides = {k: v for k, v in (("seed", args.sample_seed), ("steps", args.steps), ("context", args.context),
                                    ("guidance", args.guidance), ("prev_noise", args.prev_noise)) if v is not None}
-    try:
-        return DreamBackend.from_checkpoint(args.checkpoint, config, **overrides)
-    except ValueError as err:  # an option out of range (the generator says which): a message, not a traceback
+    from simulator.checkpoint import load_config
+    from simulator.rollout.generator import generator_config
+
+    try:  # a folder that is not a world model's, an option out of range: a message, not a traceback
+        generator_config(load_config(args.checkpoint), args.checkpoint, **overrides)
+    except ValueError as err:
         raise SystemExit(f"{args.checkpoint}: {err}") from None
+    return DreamBackend.from_checkpoint(args.checkpoint, config, **overrides)
 
 
 def start_local_server(args: argparse.Namespace):
