@@ -54,9 +54,12 @@ def test_metrics_json_holds_every_figure(report):
     assert m["seeds"] == [100, 101, 102]
     for key in ("psnr", "ssim", "sharpness", "true_sharpness", "fd"):
         assert _finite(m["tokenizer"][key]), key
-    for method in ("model", "copy-last", "copy-last-tokenizer"):
+    for method in ("model", "copy-last", "copy-last-tokenizer", "copy-warped-last"):
         for key in ("psnr", "ssim", "sharpness", "fd"):
             assert _finite(m["teacher_forced"][method][key]), (method, key)
+    kinds = m["teacher_forced"]["by_action"]  # every predicted frame in one kind; the model's error shared out
+    assert sum(v["frames"] for v in kinds.values()) == m["teacher_forced"]["frames"]
+    assert sum(v["model_error_share"] for v in kinds.values()) == pytest.approx(1.0)
     roll = m["rollout"]
     assert roll["horizons"] == list(range(1, 9)) and roll["episodes"] == 3
     for method in ("model", "copy-last", "copy-last-tokenizer", "tokenizer-reconstruction"):

@@ -6,7 +6,7 @@ import pytest
 
 from simulator.eval.control import controllability
 from simulator.eval.episodes import engine_episodes, make_world, play_policy
-from simulator.eval.fidelity import rollout_fidelity, teacher_forced_fidelity
+from simulator.eval.fidelity import action_kind, by_action_kind, rollout_fidelity, teacher_forced_fidelity
 from simulator.eval.idm import IDM_PRESETS, InverseDynamics
 from simulator.eval.metrics import frechet_distance
 from simulator.eval.plot import LineChart, Series
@@ -133,3 +133,22 @@ def test_chart_needs_data():
         LineChart("empty", "x", "y").render()
     img = LineChart("one", "x", "y").add(Series("s", np.arange(3), np.array([1.0, 2.0, np.nan]))).render()
     assert img.size == (720, 420)
+
+
+def test_teacher_forced_error_by_action_kind():
+    """Frames are split by what the player did, and each kind's PSNR is that of its own pooled error."""
+    from simulator.actions import Action
+
+    assert [action_kind(a) for a in (Action(), Action(yaw=2.0), Action(forward=True), Action(left=True, pitch=-1.0),
+                                     Action(jump=True), Action(hotbar=3))] == \
+        ["still", "camera", "walk", "walk+camera", "other", "other"]
+    true = np.full((4, 8, 8, 3), 100, np.uint8)
+    pred = true.copy()
+    pred[1] += 10  # error only in the camera frame...
+    pred[2] += 1  # ...and a little in one of the walking ones
+    out = by_action_kind(["still", "camera", "walk", "walk"], true, {"model": pred, "copy-last": true})
+    assert set(out) == {"still", "camera", "walk"} and out["walk"]["frames"] == 2
+    assert out["camera"]["model"] == pytest.approx(10 * np.log10(255**2 / 100))
+    assert out["walk"]["model"] == pytest.approx(10 * np.log10(255**2 / 0.5))  # the mean of 1 and 0
+    assert out["camera"]["model_error_share"] == pytest.approx(100 / 101)
+    assert out["still"]["model"] == pytest.approx(100.0)  # identical frames: the cap

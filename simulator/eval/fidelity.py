@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from simulator.actions import Action
 from simulator.eval.idm import InverseDynamics
 from simulator.eval.metrics import frechet_distance, psnr, sharpness, ssim
 from simulator.eval.rollouts import Rollouts
@@ -81,19 +82,58 @@ def tokenizer_fidelity(tokenizer, frames: np.ndarray, idm: InverseDynamics | Non
     return out
 
 
+ACTION_KINDS = ("still", "camera", "walk", "walk+camera", "other")
+
+
+def action_kind(action: Action) -> str:
+    """What the player does in a tick, in the five kinds teacher-forced error is split by: no action at all
+    ("still"), only the camera, only walking keys, both, or the rest alone (jump, sneak, attack, use, hotbar)."""
+    walk = action.forward or action.back or action.left or action.right
+    camera = bool(action.yaw or action.pitch)
+    if walk:
+        return "walk+camera" if camera else "walk"
+    if camera:
+        return "camera"
+    return "other" if action != Action() else "still"
+
+
+def by_action_kind(kinds: list[str], true: np.ndarray, methods: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Kind -> {frames, model_error_share (of the model's squared error), and per method its pooled PSNR}
+    for frames [N, H, W, 3] whose actions are of `kinds` (N, `action_kind`). Kinds with no frames are left out."""
+    kinds_arr = np.asarray(kinds)
+    sq = {name: ((f.astype(np.float64) - true.astype(np.float64)) ** 2).mean(axis=(1, 2, 3))
+          for name, f in methods.items()}  # per-frame MSE
+    total = max(float(sq["model"].sum()), 1e-12)
+    out = {}
+    for kind in ACTION_KINDS:
+        mask = kinds_arr == kind
+        if mask.any():
+            out[kind] = {"frames": int(mask.sum()), "model_error_share": float(sq["model"][mask].sum()) / total,
+                         **{name: float(10 * np.log10(255.0**2 / max(e[mask].mean(), 255.0**2 * 1e-10)))
+                            for name, e in sq.items()}}
+    return out
+
+
 def teacher_forced_fidelity(prev: np.ndarray, true: np.ndarray, pred: np.ndarray, tokenizer,
-                            idm: InverseDynamics | None) -> dict[str, dict[str, float | None]]:
+                            idm: InverseDynamics | None, warped: np.ndarray | None = None,
+                            kinds: list[str] | None = None) -> dict[str, dict]:
     """Method -> {psnr, ssim, sharpness, fd} for next-frame predictions from the true past.
-    Methods: model, copy-last, copy-last-tokenizer (when a tokenizer is given), and true (sharpness only)."""
+    Methods: model, copy-last, copy-last-tokenizer (when a tokenizer is given), copy-warped-last (when its
+    predictions `warped` are given), and true (sharpness only). With the predicted frames' action kinds
+    (`action_kind`), also `by_action`: PSNR per kind of action (`by_action_kind`)."""
     true_feats = pair_features(idm, prev, true) if idm is not None else None
     methods = {"model": pred, "copy-last": prev}
     if tokenizer is not None:
         methods["copy-last-tokenizer"] = reconstruct(tokenizer, prev)
-    out: dict[str, dict[str, float | None]] = {}
+    if warped is not None:
+        methods["copy-warped-last"] = warped
+    out: dict[str, dict] = {}
     for name, frames in methods.items():
         out[name] = {**_summary(frames, true), "fd": _fd(idm, prev, frames, true_feats)}
     out["model"]["beats_copy_last"] = float(np.mean(psnr(pred, true) > psnr(prev, true)))  # share of frames
     out["true"] = {"sharpness": float(np.mean(sharpness(true)))}
+    if kinds is not None:
+        out["by_action"] = by_action_kind(kinds, true, methods)
     return out
 
 

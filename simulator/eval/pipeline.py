@@ -14,12 +14,13 @@ from simulator.benchlog import machine_description
 from simulator.eval.camera import camera_following
 from simulator.eval.control import controllability
 from simulator.eval.episodes import engine_episodes
-from simulator.eval.fidelity import reconstruct, rollout_fidelity, teacher_forced_fidelity, tokenizer_fidelity
+from simulator.eval.fidelity import (action_kind, reconstruct, rollout_fidelity, teacher_forced_fidelity,
+                                     tokenizer_fidelity)
 from simulator.eval.idm import InverseDynamics
 from simulator.eval.metrics import down_up
-from simulator.eval.predictors import Predictor
+from simulator.eval.predictors import CopyWarpedLast, Predictor
 from simulator.eval.probes import run_probes
-from simulator.eval.rollouts import Rollouts, autoregressive, teacher_forced
+from simulator.eval.rollouts import Rollouts, autoregressive, teacher_forced, teacher_forced_positions
 from simulator.eval.stability import STABILITY_PRESETS, stability
 
 PICTURE_HORIZONS: tuple[int, ...] = (1, 8, 32)  # issue 8's picture: true | reconstruction | generated
@@ -109,7 +110,11 @@ def run_evaluation(predictor: Predictor, checkpoint: str, checkpoint_config: dic
         results["tokenizer"] = tokenizer_fidelity(tokenizer, clips, idm)
 
     prev, true, pred = teacher_forced(predictor, episodes, c.context, c.teacher_every, c.slots, progress)
-    results["teacher_forced"] = teacher_forced_fidelity(prev, true, pred, tokenizer, idm)
+    warped = teacher_forced(CopyWarpedLast(c.resolution, c.slots), episodes, c.context, c.teacher_every, c.slots,
+                            progress=False)[2]  # the pixel warp of the last true frame: what moving frames must beat
+    kinds = [action_kind(episodes[e].actions[t])
+             for e, t in teacher_forced_positions(episodes, c.context, c.teacher_every)]
+    results["teacher_forced"] = teacher_forced_fidelity(prev, true, pred, tokenizer, idm, warped, kinds)
     results["teacher_forced"]["frames"] = int(len(true))
 
     rolls = autoregressive(predictor, episodes, c.context, c.horizon, c.slots, "rollouts", progress)

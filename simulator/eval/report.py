@@ -20,6 +20,7 @@ from simulator.eval.predictors import BASELINES
 
 TABLE_HORIZONS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 METHOD_LABELS = {"model": "model", "copy-last": "copy-last", "copy-last-tokenizer": "copy-last via tokenizer",
+                 "copy-warped-last": "copy-warped-last",
                  "tokenizer-reconstruction": "true via tokenizer", "engine-blurred-4x": "engine blurred 4x"}
 
 
@@ -158,6 +159,13 @@ def _fidelity_md(r: dict) -> list[str]:
     rows.append(["true frames", "", "", _f(tf["true"]["sharpness"]), ""])
     lines += [markdown_table(["method", "PSNR dB", "SSIM", "sharpness", "FD"], rows), "",
               f"The model beats copy-last on {100 * tf['model']['beats_copy_last']:.0f}% of frames.", ""]
+    if tf.get("by_action"):
+        methods = [m for m in ("model", "copy-last", "copy-warped-last", "copy-last-tokenizer") if m in tf]
+        rows = [[kind, v["frames"], _f(v["model_error_share"]), *[_f(v.get(m)) for m in methods]]
+                for kind, v in tf["by_action"].items()]
+        lines += ["By what the player does in the predicted tick (PSNR dB of the pooled error; 'share' = the share of "
+                  "the model's squared error in those frames):", "",
+                  markdown_table(["action", "frames", "share", *[METHOD_LABELS.get(m, m) for m in methods]], rows), ""]
     roll = r["rollout"]
     hs = [h for h in TABLE_HORIZONS if h <= len(roll["horizons"])]
     lines += [f"Autoregressive rollouts ({roll['episodes']} episodes, engine actions, no engine frames after the context):", ""]

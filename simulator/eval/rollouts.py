@@ -73,12 +73,18 @@ def autoregressive(predictor: Predictor, episodes: list[EvalEpisode], context: i
     return out
 
 
+def teacher_forced_positions(episodes: list[EvalEpisode], context: int, every: int) -> list[tuple[int, int]]:
+    """(episode, frame) of each teacher-forced prediction, in the order `teacher_forced` returns them; the
+    action that made the frame is `episodes[e].actions[t]`."""
+    return [(e, t) for e, ep in enumerate(episodes) for t in range(context, len(ep.frames), every)]
+
+
 def teacher_forced(predictor: Predictor, episodes: list[EvalEpisode], context: int, every: int,
                    slots: int, progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Next-frame predictions from the true past at t = context, context + every, ... of each episode.
 
     Returns (previous true frames, true frames, predicted frames), each uint8 [N, H, W, 3]."""
-    jobs = [(e, t) for e, ep in enumerate(episodes) for t in range(context, len(ep.frames), every)]
+    jobs = teacher_forced_positions(episodes, context, every)
     if not jobs:
         raise ValueError(f"no teacher-forced positions: episodes of {[len(ep.frames) for ep in episodes]} frames, "
                          f"context {context}")
