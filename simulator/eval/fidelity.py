@@ -101,16 +101,14 @@ def by_action_kind(kinds: list[str], true: np.ndarray, methods: dict[str, np.nda
     """Kind -> {frames, model_error_share (of the model's squared error), and per method its pooled PSNR}
     for frames [N, H, W, 3] whose actions are of `kinds` (N, `action_kind`). Kinds with no frames are left out."""
     kinds_arr = np.asarray(kinds)
-    sq = {name: ((f.astype(np.float64) - true.astype(np.float64)) ** 2).mean(axis=(1, 2, 3))
-          for name, f in methods.items()}  # per-frame MSE
-    total = max(float(sq["model"].sum()), 1e-12)
+    model_err = ((methods["model"].astype(np.float64) - true.astype(np.float64)) ** 2).sum(axis=(1, 2, 3))
+    total = max(float(model_err.sum()), 1e-12)
     out = {}
     for kind in ACTION_KINDS:
         mask = kinds_arr == kind
         if mask.any():
-            out[kind] = {"frames": int(mask.sum()), "model_error_share": float(sq["model"][mask].sum()) / total,
-                         **{name: float(10 * np.log10(255.0**2 / max(e[mask].mean(), 255.0**2 * 1e-10)))
-                            for name, e in sq.items()}}
+            out[kind] = {"frames": int(mask.sum()), "model_error_share": float(model_err[mask].sum()) / total,
+                         **{name: pooled_psnr(f[mask], true[mask]) for name, f in methods.items()}}
     return out
 
 
