@@ -45,6 +45,9 @@ def test_train_command_end_to_end_and_resume(tmp_path, capsys):
     evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
     assert evals[-1]["step"] == 6 and "teacher_forced_copy_last_psnr" in evals[-1]
     assert 0 < evals[-1]["still_psnr_t100"] < 100  # the stand-still probe, from held-out worlds
+    # pooled as `patchworld eval` pools: never above the mean of per-frame PSNRs (Jensen)
+    assert evals[-1]["teacher_forced_psnr_pooled"] <= evals[-1]["teacher_forced_psnr"] + 1e-9
+    assert evals[-1]["tokenizer_psnr_pooled"] <= evals[-1]["tokenizer_psnr"] + 1e-9
     assert (out / "samples" / "step0000006.mp4").stat().st_size > 0
     shipped = json.loads((export / "config.json").read_text())
     assert shipped["kind"] == "world_model" and shipped["world_seeds"] == [1, 2, 3] and shipped["steps"] == 6
