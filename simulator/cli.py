@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train-tokenizer": ("simulator.train.tokenizer", "train the frame tokenizer (autoencoder)"),
     "train": ("simulator.train.world_model", "train the world model (DiT, diffusion forcing)"),
     "decoder-pairs": ("simulator.train.decoder_pairs", "world-model latents beside true frames, to tune the decoder"),
+    "train-refiner": ("simulator.train.refiner", "train the pixel refiner of shown frames on the world model's rollouts"),
     "rollout": ("simulator.rollout.cli", "headless rollout of the world model to a recording"),
     "eval": ("simulator.eval.cli", "evaluate a checkpoint against the engine"),
     "eval-sweep": ("simulator.train.world_eval",

@@ -4,8 +4,9 @@ Per stream (slot): a rolling KV cache of the last `window_frames` frames, the pr
 latent, an absolute frame counter and a random generator. Per tick, for all requested slots in
 one batched forward each:
   1. a few denoising steps of the new frame against the cache (the cache is only read);
-  2. decoding of the clean latent to RGB by the tokenizer (plus, with `detail_carry`, the pixel
-     detail the stream carries where its picture stays); `step()` returns here;
+  2. decoding of the clean latent to RGB by the tokenizer (then, with a `refiner`, the frame it makes
+     of that picture and the stream's last shown frame; or with `detail_carry`, plus the pixel detail
+     the stream carries where its picture stays); `step()` returns here;
   3. one pass of the finished frame at the context noise level, which appends its keys and
      values to the cache (the oldest frame falls out once the window is full). It runs in
      `flush()`: a server calls it between ticks, and the next `step()` runs it if nobody did.
@@ -37,6 +38,7 @@ from simulator.diffusion import add_noise, sample, timesteps
 from simulator.models.camera_warp import ENGINE_FOV_DEG, warp_by_camera
 from simulator.models.dit import DiT, build_dit
 from simulator.models.precision import autocast, bf16_weights, use_bf16
+from simulator.models.refiner import Refiner
 from simulator.models.tokenizer import Tokenizer, unit_to_frames
 
 
@@ -93,6 +95,10 @@ class GeneratorConfig:
     # up front: ~40 s the first time on a machine, then ~2 s: the packages built ahead of time are kept),
     # and frames differ from eager ones by rounding. Live play on CPU turns it on (DreamConfig)
     compile: bool = False
+    # the pixel refiner (simulator.models.refiner) that makes each shown frame from the decoded picture
+    # and the stream's last shown frame: a folder, relative to the checkpoint folder in its config.json and
+    # as typed on a command line; "" or "none" = none. With a refiner, detail_carry and detail_gate are not used
+    refiner: str = ""
 
     def __post_init__(self) -> None:
         self.resolution = (int(self.resolution[0]), int(self.resolution[1]))
@@ -133,16 +139,24 @@ def generator_config(config: dict, directory: str | Path = "checkpoint", **overr
     if unknown:
         raise ValueError(f"unknown generator option {unknown[0]!r} (known: {', '.join(sorted(known))})")
     saved = {k: v for k, v in config.get("generator", {}).items() if k in known}
-    return GeneratorConfig(**{**saved, "resolution": tuple(config.get("resolution", (64, 64))), **overrides})
+    if saved.get("refiner") and "refiner" not in overrides and saved["refiner"].lower() != "none":
+        saved["refiner"] = str(Path(directory) / saved["refiner"])  # the checkpoint's own, next to it
+    gen_config = GeneratorConfig(**{**saved, "resolution": tuple(config.get("resolution", (64, 64))), **overrides})
+    if gen_config.refiner and gen_config.refiner.lower() != "none" and not Path(gen_config.refiner).is_dir():
+        raise ValueError(f"generator option refiner: {gen_config.refiner} is not a folder (a refiner checkpoint)")
+    return gen_config
 
 
 class Generator:
     """See the module docstring; the contract is in docs/CONTRACTS.md."""
 
     def __init__(self, model: DiT, tokenizer: Tokenizer, config: GeneratorConfig | None = None,
-                 batch_size: int = 1, device: str | torch.device = "cpu"):
+                 batch_size: int = 1, device: str | torch.device = "cpu", refiner: Refiner | None = None):
+        """`refiner`: the pixel refiner to show frames through (`from_checkpoint` loads the one
+        `config.refiner` names; here the config's field is not read)."""
         self.config = config = config or GeneratorConfig()
         self.device = torch.device(device)
+        self.refiner = None if refiner is None else refiner.to(self.device).eval()
         self.model = model.to(self.device).eval()  # as given: what callers read (an eval runs the tokenizer in fp32)
         self.tokenizer = tokenizer.to(self.device).eval()
         self.bf16 = use_bf16(config.precision, self.device)
@@ -173,6 +187,7 @@ class Generator:
         self.prev = torch.zeros(batch_size, *self.latent_shape, device=self.device)  # last clean latent per slot
         self.detail = torch.zeros(batch_size, 3, H, W, device=self.device)  # carried pixel detail, [-1, 1] units
         self.decoded = torch.zeros(batch_size, 3, H, W, device=self.device)  # the last decoder output per slot
+        self.shown = torch.zeros(batch_size, 3, H, W, device=self.device)  # the last shown frame (refiner), [-1, 1]
         self.frame_index = torch.zeros(batch_size, dtype=torch.long, device=self.device)  # rotary t of the next frame
         self.active = [False] * batch_size
         self.rngs = [torch.Generator(device=self.device) for _ in range(batch_size)]
@@ -195,7 +210,10 @@ class Generator:
         model.load_state_dict(state)
         tokenizer_dir = Path(config["tokenizer"])
         tokenizer = Tokenizer.load(tokenizer_dir if tokenizer_dir.is_absolute() else directory / tokenizer_dir)
-        return cls(model, tokenizer, gen_config, batch_size=batch_size, device=device)
+        refiner = None
+        if gen_config.refiner and gen_config.refiner.lower() != "none":
+            refiner = Refiner.load(gen_config.refiner)
+        return cls(model, tokenizer, gen_config, batch_size=batch_size, device=device, refiner=refiner)
 
     def warm_up(self) -> None:
         """Start a free slot, run a tick, release it: a compiled model compiles now rather than on a
@@ -234,10 +252,11 @@ class Generator:
         with self._precision():
             latents = self._tokenizer.encode(torch.from_numpy(frames).to(self.device)).float()  # [T0, C, h, w]
             self.detail[slot] = 0.0
-            if self.config.detail_carry:
+            if self.config.detail_carry or self.refiner is not None:
                 last = self._tokenizer.frames_to_input(torch.from_numpy(frames[-1:]).to(self.device))
                 self.decoded[slot] = self._tokenizer.decode(latents[-1:])[0]
                 self.detail[slot] = last[0] - self.decoded[slot]
+                self.shown[slot] = last[0]
         buttons, camera = self._encode(actions)  # [T0, 1, .]
         self._prime(slot, latents, buttons[:, 0], camera[:, 0])
 
@@ -275,6 +294,7 @@ class Generator:
         self.flush()
         self.active[slot] = False
         self.detail[slot] = 0.0
+        self.shown[slot] = 0.0
         self.cache.reset(slot)
 
     # --- one tick --------------------------------------------------------------------------
@@ -385,8 +405,14 @@ class Generator:
         self._finish(rows, x0)
 
     def _show(self, rows: torch.Tensor, latent: torch.Tensor, camera: torch.Tensor, buttons: torch.Tensor) -> torch.Tensor:
-        """Decode the clean latents [B, C, h, w] to uint8 frames [B, H, W, 3], plus the carried detail
-        (moved as the action [B, 1, .] moves the picture, as the model moves its previous latent)."""
+        """Decode the clean latents [B, C, h, w] to uint8 frames [B, H, W, 3], through the refiner or plus
+        the carried detail (moved as the action [B, 1, .] moves the picture, as the model moves its previous latent)."""
+        if self.refiner is not None:
+            decoded = self._tokenizer.decode(latent).float()
+            with autocast(self.device, False):  # fp32: the refiner copies pixels frame after frame
+                shown = self.refiner(decoded, self.shown[rows], self.decoded[rows], camera[:, 0], buttons[:, 0])
+            self.shown[rows], self.decoded[rows] = shown, decoded
+            return unit_to_frames(shown)
         if not self.config.detail_carry:
             return self._tokenizer.decode_frames(latent)
         degrees, scale = self._model.picture_motion(camera[:, 0], buttons[:, 0])  # [B, 2] (yaw, pitch), [B]

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from simulator.actions import Action
 from simulator.data.shards import list_shards, read_shard
 from simulator.eval.episodes import EvalEpisode
-from simulator.eval.rollouts import slot_batches, autoregressive
+from simulator.eval.rollouts import Rollouts, autoregressive, slot_batches
 
 
 class LatentTap:
@@ -69,18 +69,33 @@ def cut_episodes(episodes: list, context: int, horizon: int, starts: int) -> lis
 
 
 @torch.inference_mode()
-def make_pairs(generator, episodes: list[EvalEpisode], context: int, horizon: int, slots: int,
-               progress: bool = True) -> dict[str, torch.Tensor]:
-    """Run the rollouts and return {"latents", "frames", "horizons"} aligned pair by pair."""
+def rollout_latents(generator, episodes: list[EvalEpisode], context: int, horizon: int, slots: int,
+                    desc: str = "rollouts", progress: bool = True) -> tuple[Rollouts, torch.Tensor]:
+    """`simulator.eval.rollouts.autoregressive` through the generator, plus the clean latent of every
+    generated frame: [E, horizon, C, h, w] (float32), index h - 1 for horizon h."""
     tap = LatentTap(generator)
-    rollouts = autoregressive(tap, episodes, context, horizon, slots, desc="decoder pairs", progress=progress)
-    latents, frames, horizons = [], [], []
+    rollouts = autoregressive(tap, episodes, context, horizon, slots, desc=desc, progress=progress)
+    latents = torch.empty(len(episodes), horizon, *generator.latent_shape)
     calls = iter(tap.steps)
     for batch in slot_batches(len(episodes), slots):
-        for h in range(1, horizon + 1):
+        for h in range(horizon):
             step = next(calls)
             for slot, e in enumerate(batch):
-                latents.append(step[slot])
+                latents[e, h] = step[slot]
+    return rollouts, latents
+
+
+@torch.inference_mode()
+def make_pairs(generator, episodes: list[EvalEpisode], context: int, horizon: int, slots: int,
+               progress: bool = True) -> dict[str, torch.Tensor]:
+    """Run the rollouts and return {"latents", "frames", "horizons"} aligned pair by pair (rollouts
+    stepped together, then horizon, then rollout)."""
+    rollouts, all_latents = rollout_latents(generator, episodes, context, horizon, slots, "decoder pairs", progress)
+    latents, frames, horizons = [], [], []
+    for batch in slot_batches(len(episodes), slots):
+        for h in range(1, horizon + 1):
+            for e in batch:
+                latents.append(all_latents[e, h - 1])
                 frames.append(rollouts.true[e, h])
                 horizons.append(h)
     return {"latents": torch.stack(latents).to(torch.bfloat16),

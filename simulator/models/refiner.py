@@ -1,0 +1,129 @@
+"""The pixel refiner: each shown frame from the decoder's picture and the last shown frame, moved.
+
+The world model predicts latents; the tokenizer decodes them into blurry pictures (the network
+regresses to the mean of what may come next, and the decoder loses detail), while the last shown
+frame, moved as the camera turns and the player walks, is sharp but stale wherever the picture
+really changes. Measured on the evaluation worlds (docs/benchmarks.md, "Where the teacher-forced
+error lives"), neither wins everywhere: the model beats a pixel warp of the last true frame when
+the player walks, and loses to it when only the camera turns. The refiner decides per pixel:
+
+    shown = decoded + g * (moved_shown - decoded) + r
+
+with g in [0, 1] (zero where the move brought in pixels that were not in view) and a small
+residual r, both from a small convolutional network (full resolution, then 1/2 and 1/4 for
+reach) that reads the decoded picture, the moved last shown frame, the moved last decoded picture
+(where the decoder's own picture changed, the world did), where the move left pixels unknown,
+and the tick's action (turn, walk, jump, attack). It is recurrent through what it showed:
+`patchworld train-refiner` trains it on the world model's own rollouts, chained over the whole
+horizon, so that it learns what its own frames are worth as they age. It changes only what is
+shown: the world model's latents, and so its dynamics, are untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from simulator.actions import BUTTONS, CAMERA_BIN_CENTERS, CAMERA_MAX_DEG
+from simulator.checkpoint import load_checkpoint, save_checkpoint
+from simulator.models.camera_warp import ENGINE_FOV_DEG, walk_scale, warp_by_camera
+
+KIND = "refiner"
+# the action channels the refiner reads (besides the turn): what moves or changes the picture
+ACTION_KEYS = ("forward", "back", "left", "right", "jump", "sprint", "sneak", "attack")
+IMAGE_CHANNELS = 3 + 3 + 3 + 1  # decoded, moved shown, moved last decoded, known-pixel mask
+INPUT_CHANNELS = IMAGE_CHANNELS + 2 + len(ACTION_KEYS)
+
+
+@dataclass
+class RefinerConfig:
+    width: int = 16  # channels at full resolution (twice that at 1/2 and 1/4)
+    blocks: int = 2  # residual blocks at 1/4 resolution
+    fov: float = ENGINE_FOV_DEG  # the warp's field of view (the engine's)
+    walk_zoom: float = 0.015  # the picture's enlargement per tick of walking forward (camera_warp.walk_scale)
+    residual_max: float = 0.25  # |r| <= this, [-1, 1] units: the refiner corrects, the decoder draws
+
+    def __post_init__(self) -> None:
+        if self.width < 1 or self.blocks < 0:
+            raise ValueError(f"refiner width must be >= 1 and blocks >= 0, got {self.width}, {self.blocks}")
+        if not 0.0 <= self.walk_zoom < 0.5:
+            raise ValueError(f"walk_zoom is a per-tick enlargement within [0, 0.5), got {self.walk_zoom}")
+
+
+class _Block(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.gelu(self.conv1(F.gelu(x))))
+
+
+class Refiner(nn.Module):
+    def __init__(self, config: RefinerConfig | None = None):
+        super().__init__()
+        self.config = config = config or RefinerConfig()
+        c = config.width
+        self.inp = nn.Conv2d(INPUT_CHANNELS, c, 3, padding=1)
+        self.down1 = nn.Conv2d(c, 2 * c, 3, stride=2, padding=1)
+        self.down2 = nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1)
+        self.blocks = nn.Sequential(*[_Block(2 * c) for _ in range(config.blocks)])
+        self.up2 = nn.Conv2d(2 * c, 2 * c, 3, padding=1)
+        self.up1 = nn.Conv2d(2 * c, c, 3, padding=1)
+        self.out = nn.Conv2d(c, 4, 3, padding=1)  # gate logit, residual RGB
+        nn.init.zeros_(self.out.weight)
+        with torch.no_grad():  # starts as the decoder's picture with a little of the moved last frame
+            self.out.bias.copy_(torch.tensor([-3.0, 0.0, 0.0, 0.0]))
+        self.register_buffer("action_index", torch.tensor([BUTTONS.index(k) for k in ACTION_KEYS]), persistent=False)
+        self.register_buffer("camera_degrees", torch.tensor(CAMERA_BIN_CENTERS, dtype=torch.float32), persistent=False)
+
+    def move(self, images: torch.Tensor, camera: torch.Tensor, buttons: torch.Tensor,
+             padding: str = "border") -> torch.Tensor:
+        """images [N, C, H, W] moved as the tick's turn (camera bins [N, 2]) and walk (buttons [N, BUTTON_DIM])
+        move the picture."""
+        degrees = self.camera_degrees[camera]
+        scale = walk_scale(buttons, self.config.walk_zoom) if self.config.walk_zoom else None
+        return warp_by_camera(images, degrees.to(images.dtype), self.config.fov, padding=padding,
+                              scale=None if scale is None else scale.to(images.dtype))
+
+    def forward(self, decoded: torch.Tensor, shown: torch.Tensor, last_decoded: torch.Tensor,
+                camera: torch.Tensor, buttons: torch.Tensor) -> torch.Tensor:
+        """The frame to show [N, 3, H, W] in [-1, 1]: decoded [N, 3, H, W] (this tick's decoder output),
+        shown and last_decoded [N, 3, H, W] (last tick's shown frame and decoder output, not yet moved),
+        the tick's action as `simulator.actions.encode_many` makes it: camera bins [N, 2], buttons [N, BUTTON_DIM]."""
+        N, _, H, W = decoded.shape
+        if H % 4 or W % 4:
+            raise ValueError(f"the refiner works at 1/4 resolution: {H}x{W} is not divisible by 4")
+        moved = self.move(shown, camera, buttons, padding="zeros")
+        known = self.move(torch.ones_like(shown[:, :1]), camera, buttons, padding="zeros")  # [N, 1, H, W]
+        moved_decoded = self.move(last_decoded, camera, buttons)
+        action = torch.cat([self.camera_degrees[camera].to(decoded.dtype) / CAMERA_MAX_DEG,
+                            buttons[:, self.action_index].to(decoded.dtype)], dim=1)
+        x = torch.cat([decoded, moved, moved_decoded, known, action[:, :, None, None].expand(N, -1, H, W)], dim=1)
+        full = F.gelu(self.inp(x))
+        half = F.gelu(self.down1(full))
+        quarter = self.blocks(F.gelu(self.down2(half)))
+        half = F.gelu(self.up2(F.interpolate(quarter, scale_factor=2.0, mode="nearest"))) + half
+        full = F.gelu(self.up1(F.interpolate(half, scale_factor=2.0, mode="nearest"))) + full
+        gate_logit, residual = self.out(full).split([1, 3], dim=1)
+        gate = torch.sigmoid(gate_logit) * (known > 0.999)  # only where the whole bilinear footprint was in view
+        residual = self.config.residual_max * torch.tanh(residual)
+        return (decoded + gate * (moved - decoded) + residual).clamp(-1.0, 1.0)
+
+    def save(self, directory: str | Path, dtype: torch.dtype | None = torch.bfloat16, extra: dict | None = None) -> Path:
+        return save_checkpoint(directory, self.state_dict(), {"kind": KIND, "refiner": asdict(self.config),
+                                                              **(extra or {})}, dtype=dtype)
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> Refiner:
+        state, config = load_checkpoint(directory, device=device)
+        if config.get("kind") != KIND:
+            raise ValueError(f"{directory} does not hold a refiner checkpoint (kind={config.get('kind')!r})")
+        refiner = cls(RefinerConfig(**config["refiner"])).to(device)
+        refiner.load_state_dict(state)
+        return refiner.eval()

@@ -1,0 +1,220 @@
+"""`patchworld train-refiner`: train the pixel refiner (simulator.models.refiner) on the world model's own rollouts.
+
+    patchworld train-refiner --checkpoint checkpoints/world --data data/train --heldout data/heldout --out runs/refiner
+
+1. Rollouts: episodes of `--data` (and `--heldout`) are cut into context + `--horizon` windows and run
+   through the checkpoint's streaming Generator on their recorded actions (the loop evaluation uses,
+   `decoder_pairs.rollout_latents`); every generated latent is decoded. Kept in OUT/rollouts-*.safetensors
+   and reused by a later run with the same settings.
+2. Training: the refiner runs each rollout from its last true context frame through every horizon,
+   each step reading what it showed the step before, as a stream does in play; the loss is the mean
+   squared error to the engine's frames over the whole chain (PSNR is what evaluation reads), its
+   gradient through the chain (the refiner learns what its own frames are worth as they age).
+3. Every `--eval-every` steps the held-out rollouts are refined and the pooled PSNR by horizon band
+   is compared with the decoder's pictures and with the frames the generator showed without a refiner
+   (its configured detail carry): OUT/eval.jsonl; the best held-out mean over the horizons goes to
+   OUT/best, the latest to OUT/last (refiner checkpoint folders).
+
+To play with it, name it in a world checkpoint's config.json ("generator": {"refiner": "refiner"}, a
+folder next to config.json), or on a command line: `--generator refiner=runs/refiner/best`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from simulator.actions import encode_many
+from simulator.data.shards import list_shards, read_shard
+from simulator.eval.fidelity import pooled_psnr
+from simulator.models.refiner import Refiner, RefinerConfig
+from simulator.train.decoder_pairs import cut_episodes, rollout_latents
+
+ROLLOUT_KEYS = ("decoded", "first_decoded", "true", "shown", "buttons", "camera")
+BANDS = ((1, 4), (5, 8), (9, 16), (17, 32), (33, 64))
+
+
+@torch.inference_mode()
+def collect(generator, episodes, context: int, horizon: int, slots: int, desc: str = "rollouts",
+            progress: bool = True) -> dict[str, torch.Tensor]:
+    """The generator's rollouts of `episodes` as refiner training data (see ROLLOUT_KEYS): decoded pictures
+    [R, horizon, 3, H, W] (float16, [-1, 1]), the decoded last context frame [R, 3, H, W], the engine's
+    frames and the generator's shown frames uint8 [R, horizon + 1, H, W, 3] (index 0: the last context
+    frame), the actions as the generator encodes them: buttons [R, horizon, BUTTON_DIM], camera bins [R, horizon, 2]."""
+    rollouts, latents = rollout_latents(generator, episodes, context, horizon, slots, desc, progress)
+    tokenizer = generator.tokenizer
+    R = len(episodes)
+    decoded = torch.stack([tokenizer.decode(latents[r].to(generator.device)).cpu() for r in range(R)])
+    true = torch.from_numpy(rollouts.true)
+    first = torch.cat([tokenizer.decode(tokenizer.encode(true[r:r + 1, 0].to(generator.device))).cpu() for r in range(R)])
+    encoded = [encode_many([a.quantized() for a in actions]) for actions in rollouts.actions]
+    return {"decoded": decoded.half(), "first_decoded": first.half(), "true": true,
+            "shown": torch.from_numpy(rollouts.generated),
+            "buttons": torch.from_numpy(np.stack([hot for hot, _ in encoded])),
+            "camera": torch.from_numpy(np.stack([cam for _, cam in encoded]))}
+
+
+def to_unit(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 [..., H, W, 3] -> float [..., 3, H, W] in [-1, 1] (Tokenizer.frames_to_input's scale)."""
+    return frames.movedim(-1, -3).float() / 127.5 - 1.0
+
+
+def chain(refiner: Refiner, batch: dict[str, torch.Tensor], horizon: int | None = None) -> torch.Tensor:
+    """The frames the refiner shows over each rollout of `batch` (ROLLOUT_KEYS, first axis R):
+    [R, horizon, 3, H, W] in [-1, 1], each step reading the step before's shown frame and decoded picture."""
+    horizon = horizon or batch["decoded"].shape[1]
+    shown, last_decoded = to_unit(batch["true"][:, 0]), batch["first_decoded"].float()
+    out = []
+    for h in range(horizon):
+        decoded = batch["decoded"][:, h].float()
+        shown = refiner(decoded, shown, last_decoded, batch["camera"][:, h], batch["buttons"][:, h])
+        last_decoded = decoded
+        out.append(shown)
+    return torch.stack(out, dim=1)
+
+
+def unit_to_uint8(x: torch.Tensor) -> np.ndarray:
+    """[..., 3, H, W] in [-1, 1] -> uint8 [..., H, W, 3], rounded as the generator shows frames."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).movedim(-3, -1).numpy()
+
+
+@torch.no_grad()
+def evaluate(refiner: Refiner, data: dict[str, torch.Tensor], batch_size: int = 32) -> dict[str, float]:
+    """Pooled PSNR (dB) of the refiner's frames, the decoder's pictures and the generator's shown frames
+    against the engine's, over horizons 1-16 and by horizon band."""
+    refiner.eval()
+    R, horizon = data["decoded"].shape[:2]
+    refined = np.concatenate([unit_to_uint8(chain(refiner, {k: v[i:i + batch_size] for k, v in data.items()}))
+                              for i in range(0, R, batch_size)])
+    methods = {"refiner": refined, "decoded": unit_to_uint8(data["decoded"].float()),
+               "shown": data["shown"][:, 1:].numpy()}
+    true = data["true"][:, 1:].numpy()
+    figures: dict[str, float] = {}
+    for name, frames in methods.items():
+        figures[f"{name}_h1-16"] = round(pooled_psnr(frames[:, :16], true[:, :16]), 3)
+        for lo, hi in BANDS:
+            if hi <= horizon:
+                figures[f"{name}_h{lo}-{hi}"] = round(pooled_psnr(frames[:, lo - 1:hi], true[:, lo - 1:hi]), 3)
+        figures[f"{name}_h1"] = round(pooled_psnr(frames[:, 0], true[:, 0]), 3)
+    refiner.train()
+    return figures
+
+
+def _rollouts(path: Path, meta: dict[str, str], make) -> dict[str, torch.Tensor]:
+    """The rollouts kept at `path` when they were made with the same settings `meta`, else `make()` them and keep them."""
+    if path.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            kept = f.metadata() or {}
+        if kept == meta:
+            print(f"reusing {path}")
+            return load_file(str(path))
+    data = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in data.items()}, str(path), metadata=meta)
+    return data
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", default="checkpoints/world", help="world-model checkpoint folder")
+    parser.add_argument("--data", required=True, help="shard directory whose episodes drive the training rollouts")
+    parser.add_argument("--heldout", required=True, help="shard directory of held-out episodes (validation)")
+    parser.add_argument("--out", required=True, help="output folder (rollouts, eval.jsonl, best/, last/)")
+    parser.add_argument("--context", type=int, default=8, help="true frames each rollout starts from")
+    parser.add_argument("--horizon", type=int, default=16, help="generated ticks per rollout (the training chain)")
+    parser.add_argument("--starts", type=int, default=1, help="rollouts per training episode, spread over it")
+    parser.add_argument("--heldout-starts", type=int, default=2, help="rollouts per held-out episode")
+    parser.add_argument("--max-episodes", type=int, default=None, help="use at most this many training episodes")
+    parser.add_argument("--slots", type=int, default=16, help="rollouts stepped together")
+    parser.add_argument("--steps", type=int, default=800, help="optimizer steps")
+    parser.add_argument("--batch-size", type=int, default=8, help="rollouts per step")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay to a tenth)")
+    parser.add_argument("--width", type=int, default=RefinerConfig.width, help="refiner channels at full resolution")
+    parser.add_argument("--blocks", type=int, default=RefinerConfig.blocks, help="residual blocks at 1/4 resolution")
+    parser.add_argument("--walk-zoom", type=float, default=RefinerConfig.walk_zoom,
+                        help="the picture's enlargement per tick of walking forward, for the move")
+    parser.add_argument("--eval-every", type=int, default=100, help="steps between held-out evaluations")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu")
+
+
+def main(args: argparse.Namespace) -> int:
+    from simulator.rollout.generator import Generator
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    # the rollouts show frames as the checkpoint plays them, without a refiner (its detail carry is the baseline)
+    generator = Generator.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.slots, refiner="none")
+
+    def rollouts(data_dir: str, starts: int, max_episodes: int | None, name: str) -> dict[str, torch.Tensor]:
+        meta = {"checkpoint": str(Path(args.checkpoint).resolve()), "data": str(Path(data_dir).resolve()),
+                "context": str(args.context), "horizon": str(args.horizon), "starts": str(starts),
+                "max_episodes": str(max_episodes), "generator": json.dumps(generator.describe(), default=str)}
+
+        def make() -> dict[str, torch.Tensor]:
+            episodes = [ep for shard in list_shards(data_dir) for ep in read_shard(shard)][:max_episodes]
+            cuts = cut_episodes(episodes, args.context, args.horizon, starts)
+            return collect(generator, cuts, args.context, args.horizon, args.slots, desc=f"{name} rollouts")
+
+        return _rollouts(out / f"rollouts-{name}.safetensors", meta, make)
+
+    train = rollouts(args.data, args.starts, args.max_episodes, "train")
+    heldout = rollouts(args.heldout, args.heldout_starts, None, "heldout")
+    torch.manual_seed(args.seed)
+    config = RefinerConfig(width=args.width, blocks=args.blocks, walk_zoom=args.walk_zoom)
+    refiner = Refiner(config).to(args.device).train()
+    opt = torch.optim.AdamW(refiner.parameters(), lr=args.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)))
+    R = len(train["decoded"])
+    rng = np.random.default_rng(args.seed)
+    settings = {**{k: v for k, v in vars(args).items() if k != "func"}, "train_rollouts": R,
+                "heldout_rollouts": len(heldout["decoded"]), "world_generator": generator.describe()}
+    best, best_score = None, -math.inf
+    log = (out / "eval.jsonl").open("a")
+
+    def checkpoint(step: int) -> None:
+        nonlocal best, best_score
+        figures = {"step": step, **evaluate(refiner, heldout)}
+        log.write(json.dumps(figures) + "\n")
+        log.flush()
+        extra = {"steps": step, "figures": figures, "train": settings}
+        refiner.save(out / "last", dtype=None, extra=extra)
+        if figures["refiner_h1-16"] > best_score:
+            best, best_score = figures, figures["refiner_h1-16"]
+            refiner.save(out / "best", dtype=None, extra=extra)
+        bar.set_postfix(loss=f"{loss_value:.4f}", h1_16=figures["refiner_h1-16"], shown=figures["shown_h1-16"],
+                        best=best_score)
+
+    loss_value, started = float("nan"), time.perf_counter()
+    bar = tqdm(range(1, args.steps + 1), desc="refiner", unit="step")
+    for step in bar:
+        idx = torch.from_numpy(rng.choice(R, args.batch_size, replace=False))
+        batch = {k: v[idx] for k, v in train.items()}
+        pred = chain(refiner, batch)
+        loss = (pred - to_unit(batch["true"][:, 1:])).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(refiner.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        loss_value = loss.item()
+        bar.set_postfix(loss=f"{loss_value:.4f}", best=best_score)
+        if step % args.eval_every == 0 or step == args.steps:
+            checkpoint(step)
+    log.close()
+    print(f"best held-out PSNR over horizons 1-16: refiner {best['refiner_h1-16']} dB at step {best['step']}, "
+          f"decoded {best['decoded_h1-16']}, shown without refiner {best['shown_h1-16']} "
+          f"({time.perf_counter() - started:.0f} s); {out / 'best'}")
+    return 0

@@ -1,0 +1,182 @@
+"""The pixel refiner: its compositing, its checkpoints, its training, and that play shows what training trained."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from simulator.actions import BUTTON_DIM, BUTTONS, CAMERA_BINS, NOOP, Action, camera_bin, encode_many
+from simulator.checkpoint import save_checkpoint
+from simulator.data.shards import Episode, write_shard
+from simulator.eval.episodes import EvalEpisode
+from simulator.models.dit import build_dit
+from simulator.models.refiner import Refiner, RefinerConfig
+from simulator.models.tokenizer import Tokenizer, preset
+from simulator.rollout.generator import Generator, GeneratorConfig, generator_config
+from simulator.train import refiner as train_refiner
+from simulator.cli import main as cli_main
+
+
+def _gated(gate_logit: float) -> Refiner:
+    """A refiner whose gate is the same everywhere and whose residual is zero."""
+    refiner = Refiner(RefinerConfig(width=4, blocks=1, walk_zoom=0.0))
+    with torch.no_grad():
+        refiner.out.bias.copy_(torch.tensor([gate_logit, 0.0, 0.0, 0.0]))
+    return refiner
+
+
+def _still(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    hot, cam = encode_many([NOOP] * n)
+    return torch.from_numpy(cam), torch.from_numpy(hot)
+
+
+def test_a_shut_gate_shows_the_decoded_picture_and_an_open_one_the_last_frame():
+    torch.manual_seed(0)
+    decoded, shown, last = (torch.rand(2, 3, 16, 16) * 2 - 1 for _ in range(3))
+    camera, buttons = _still(2)
+    assert torch.allclose(_gated(-30.0)(decoded, shown, last, camera, buttons), decoded, atol=1e-6)
+    assert torch.allclose(_gated(30.0)(decoded, shown, last, camera, buttons), shown, atol=1e-5)
+
+
+def test_pixels_the_turn_brought_into_view_come_from_the_decoder():
+    torch.manual_seed(0)
+    decoded, shown = torch.rand(1, 3, 16, 16) * 2 - 1, torch.rand(1, 3, 16, 16) * 2 - 1
+    hot, cam = encode_many([Action(yaw=20.0)])  # turning right: the picture moves left, ~4 new pixels on the right
+    out = _gated(30.0)(decoded, shown, decoded, torch.from_numpy(cam), torch.from_numpy(hot))
+    moved = _gated(30.0).move(shown, torch.from_numpy(cam), torch.from_numpy(hot), padding="zeros")
+    assert torch.allclose(out[..., -3:], decoded[..., -3:], atol=1e-6)  # came into view
+    assert torch.allclose(out[..., :8], moved[..., :8], atol=1e-5)  # the rest is the moved last frame
+
+
+def test_the_refiner_reads_the_action():
+    torch.manual_seed(0)
+    refiner = Refiner(RefinerConfig(width=4, blocks=1))
+    torch.nn.init.normal_(refiner.out.weight, std=0.1)
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    camera, buttons = _still(1)
+    jumping = buttons.clone()
+    jumping[0, BUTTONS.index("jump")] = 1.0
+    assert not torch.allclose(refiner(x, x, x, camera, buttons), refiner(x, x, x, camera, jumping))
+
+
+def test_checkpoint_round_trip_and_a_folder_of_another_kind(tmp_path):
+    torch.manual_seed(0)
+    refiner = Refiner(RefinerConfig(width=4, blocks=1, walk_zoom=0.02))
+    torch.nn.init.normal_(refiner.out.weight, std=0.1)
+    refiner.save(tmp_path / "r", dtype=None, extra={"steps": 3})
+    loaded = Refiner.load(tmp_path / "r")
+    assert loaded.config == refiner.config
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    camera, buttons = torch.tensor([[3, 12], [10, 10]]), torch.zeros(2, BUTTON_DIM)
+    assert torch.equal(loaded(x, x.flip(0), x, camera, buttons), refiner.eval()(x, x.flip(0), x, camera, buttons))
+    Tokenizer(preset("tiny")).save(tmp_path / "tok")
+    with pytest.raises(ValueError, match="not hold a refiner"):
+        Refiner.load(tmp_path / "tok")
+
+
+def _generator(refiner: Refiner | None, slots: int = 3) -> Generator:
+    torch.manual_seed(0)
+    model = build_dit("tiny")
+    with torch.no_grad():  # random, not copy-last, so that frames change
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    torch.manual_seed(1)
+    return Generator(model, Tokenizer(preset("tiny")).eval(),
+                     GeneratorConfig(resolution=(16, 16), window_frames=4, steps=2, precision="fp32"),
+                     batch_size=slots, refiner=refiner)
+
+
+def _episodes(n: int, frames: int = 10) -> list[EvalEpisode]:
+    rng = np.random.default_rng(0)
+    moves = [Action(yaw=4.0), Action(forward=True), Action(pitch=-3.0, jump=True), NOOP]
+    return [EvalEpisode(rng.integers(0, 256, (frames, 16, 16, 3), dtype=np.uint8),
+                        [NOOP] + [moves[(t + e) % 4] for t in range(frames - 1)], e) for e in range(n)]
+
+
+def _trained_refiner() -> Refiner:
+    torch.manual_seed(2)
+    refiner = Refiner(RefinerConfig(width=4, blocks=1))
+    for p in refiner.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    return refiner.eval()
+
+
+def test_play_shows_the_frames_training_chains():
+    """The generator's frames with a refiner are the ones `train-refiner`'s chain makes of the same rollout."""
+    episodes = _episodes(3)
+    data = train_refiner.collect(_generator(None), episodes, context=4, horizon=5, slots=3, progress=False)
+    assert data["decoded"].shape == (3, 5, 3, 16, 16) and data["true"].shape == (3, 6, 16, 16, 3)
+    refiner = _trained_refiner()
+    with torch.no_grad():
+        trained = train_refiner.unit_to_uint8(train_refiner.chain(refiner, data))  # [3, 5, 16, 16, 3]
+    gen = _generator(refiner)
+    for e, ep in enumerate(episodes):
+        gen.start(e, ep.frames[:4], ep.actions[:4])
+    for h in range(5):
+        frames = gen.step({e: ep.actions[4 + h] for e, ep in enumerate(episodes)})
+        for e in range(3):
+            # the decoded pictures are stored in float16: a level at most
+            assert np.abs(frames[e].astype(int) - trained[e, h].astype(int)).max() <= 1
+    plain = _generator(None)
+    plain.start(0, episodes[0].frames[:4], episodes[0].actions[:4])
+    assert not np.array_equal(plain.step({0: episodes[0].actions[4]})[0], trained[0, 0])  # the refiner did something
+
+
+def test_training_beats_the_decoder_where_the_last_frame_holds():
+    """A still world whose decoder loses detail: the refiner learns to keep showing the last frame."""
+    torch.manual_seed(0)
+    R, H = 6, 4
+    true = torch.randint(0, 256, (R, 1, 16, 16, 3), dtype=torch.uint8).expand(R, H + 1, 16, 16, 3).contiguous()
+    unit = train_refiner.to_unit(true)
+    blurred = torch.nn.functional.avg_pool2d(unit[:, 1:].flatten(0, 1), 3, 1, 1).unflatten(0, (R, H))
+    camera, buttons = _still(R * H)
+    data = {"decoded": blurred.half(), "first_decoded": blurred[:, 0].half(), "true": true,
+            "shown": true, "buttons": buttons.reshape(R, H, -1), "camera": camera.reshape(R, H, 2)}
+    refiner = Refiner(RefinerConfig(width=4, blocks=1))
+    before = train_refiner.evaluate(refiner, data)
+    opt = torch.optim.Adam(refiner.parameters(), lr=1e-2)
+    for _ in range(40):
+        loss = (train_refiner.chain(refiner, data) - unit[:, 1:]).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = train_refiner.evaluate(refiner, data)
+    assert after["refiner_h1-4"] > before["refiner_h1-4"] + 3.0
+    assert after["refiner_h1-4"] > after["decoded_h1-4"] + 3.0
+
+
+def test_train_refiner_command_and_the_checkpoint_that_names_its_refiner(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = build_dit("tiny")
+    Tokenizer(preset("tiny")).save(tmp_path / "tokenizer")
+    config = {"kind": "world_model", "model": model.config_dict(), "tokenizer": "../tokenizer",
+              "resolution": [16, 16], "generator": {"window_frames": 4, "steps": 2}}
+    save_checkpoint(tmp_path / "world", model.state_dict(), config)
+    rng = np.random.default_rng(0)
+    for name, seeds in (("train", [1, 2]), ("heldout", [100])):
+        write_shard(tmp_path / name / "shard_00000.npz",
+                    [Episode(rng.integers(0, 256, (12, 16, 16, 3), dtype=np.uint8), [NOOP] + [Action(yaw=2.0)] * 11,
+                             s, "plains", "test", "a test world") for s in seeds])
+    out = tmp_path / "run"
+    args = ["train-refiner", "--checkpoint", str(tmp_path / "world"), "--data", str(tmp_path / "train"),
+            "--heldout", str(tmp_path / "heldout"), "--out", str(out), "--context", "4", "--horizon", "4",
+            "--starts", "2", "--steps", "4", "--batch-size", "2", "--eval-every", "2", "--width", "4",
+            "--blocks", "1", "--threads", "1"]
+    assert cli_main(args) == 0
+    figures = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
+    assert [f["step"] for f in figures] == [2, 4]
+    assert Refiner.load(out / "best").config.width == 4
+    assert cli_main(args) == 0  # the rollouts are kept and reused
+    assert "reusing" in capsys.readouterr().out
+    # a checkpoint names its refiner next to its config; a command line names one as typed, or none
+    config["generator"]["refiner"] = "refiner"
+    save_checkpoint(tmp_path / "world", model.state_dict(), config)
+    Refiner.load(out / "best").save(tmp_path / "world" / "refiner")
+    assert Generator.from_checkpoint(tmp_path / "world").refiner is not None
+    assert Generator.from_checkpoint(tmp_path / "world", refiner="none").refiner is None
+    assert Generator.from_checkpoint(tmp_path / "world", refiner=str(out / "last")).refiner is not None
+    with pytest.raises(ValueError, match="refiner: .* is not a folder"):
+        generator_config(config, tmp_path / "world", refiner=str(tmp_path / "missing"))
