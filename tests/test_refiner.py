@@ -20,11 +20,12 @@ from simulator.train import refiner as train_refiner
 from simulator.cli import main as cli_main
 
 
-def _gated(gate_logit: float) -> Refiner:
-    """A refiner whose gate is the same everywhere and whose residual is zero."""
+def _gated(picture: int) -> Refiner:
+    """A refiner that shows one of its three pictures everywhere (0: decoded, 1: the moved last frame, 2: the
+    decoded one plus the moved detail), without correction."""
     refiner = Refiner(RefinerConfig(width=4, blocks=1, walk_zoom=0.0))
     with torch.no_grad():
-        refiner.out.bias.copy_(torch.tensor([gate_logit, 0.0, 0.0, 0.0]))
+        refiner.out.bias.copy_(torch.tensor([30.0 if i == picture else -30.0 for i in range(3)] + [0.0] * 3))
     return refiner
 
 
@@ -33,20 +34,21 @@ def _still(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(cam), torch.from_numpy(hot)
 
 
-def test_a_shut_gate_shows_the_decoded_picture_and_an_open_one_the_last_frame():
+def test_the_three_pictures_the_refiner_mixes():
     torch.manual_seed(0)
-    decoded, shown, last = (torch.rand(2, 3, 16, 16) * 2 - 1 for _ in range(3))
+    decoded, shown, last = (torch.rand(2, 3, 16, 16) * 0.6 - 0.3 for _ in range(3))  # no clamping
     camera, buttons = _still(2)
-    assert torch.allclose(_gated(-30.0)(decoded, shown, last, camera, buttons), decoded, atol=1e-6)
-    assert torch.allclose(_gated(30.0)(decoded, shown, last, camera, buttons), shown, atol=1e-5)
+    assert torch.allclose(_gated(0)(decoded, shown, last, camera, buttons), decoded, atol=1e-6)
+    assert torch.allclose(_gated(1)(decoded, shown, last, camera, buttons), shown, atol=1e-5)
+    assert torch.allclose(_gated(2)(decoded, shown, last, camera, buttons), decoded + shown - last, atol=1e-5)
 
 
 def test_pixels_the_turn_brought_into_view_come_from_the_decoder():
     torch.manual_seed(0)
     decoded, shown = torch.rand(1, 3, 16, 16) * 2 - 1, torch.rand(1, 3, 16, 16) * 2 - 1
     hot, cam = encode_many([Action(yaw=20.0)])  # turning right: the picture moves left, ~4 new pixels on the right
-    out = _gated(30.0)(decoded, shown, decoded, torch.from_numpy(cam), torch.from_numpy(hot))
-    moved = _gated(30.0).move(shown, torch.from_numpy(cam), torch.from_numpy(hot), padding="zeros")
+    out = _gated(1)(decoded, shown, decoded, torch.from_numpy(cam), torch.from_numpy(hot))
+    moved = _gated(1).move(shown, torch.from_numpy(cam), torch.from_numpy(hot), padding="zeros")
     assert torch.allclose(out[..., -3:], decoded[..., -3:], atol=1e-6)  # came into view
     assert torch.allclose(out[..., :8], moved[..., :8], atol=1e-5)  # the rest is the moved last frame
 
@@ -164,11 +166,14 @@ def test_train_refiner_command_and_the_checkpoint_that_names_its_refiner(tmp_pat
     args = ["train-refiner", "--checkpoint", str(tmp_path / "world"), "--data", str(tmp_path / "train"),
             "--heldout", str(tmp_path / "heldout"), "--out", str(out), "--context", "4", "--horizon", "4",
             "--starts", "2", "--steps", "4", "--batch-size", "2", "--eval-every", "2", "--width", "4",
-            "--blocks", "1", "--threads", "1"]
+            "--blocks", "1", "--edge-weight", "0.5", "--threads", "1"]
     assert cli_main(args) == 0
     figures = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
     assert [f["step"] for f in figures] == [2, 4]
     assert Refiner.load(out / "best").config.width == 4
+    kept = json.loads((out / "best" / "config.json").read_text())["figures"]
+    assert kept["objective"] == min(f["objective"] for f in figures)  # best = the lowest held-out objective
+    assert 0 < kept["refiner_sharpness_ratio_h1-16"] and 0 < kept["shown_sharpness_ratio_h1-16"]
     assert cli_main(args) == 0  # the rollouts are kept and reused
     assert "reusing" in capsys.readouterr().out
     # a checkpoint names its refiner next to its config; a command line names one as typed, or none

@@ -5,15 +5,18 @@ regresses to the mean of what may come next, and the decoder loses detail), whil
 frame, moved as the camera turns and the player walks, is sharp but stale wherever the picture
 really changes. Measured on the evaluation worlds (docs/benchmarks.md, "Where the teacher-forced
 error lives"), neither wins everywhere: the model beats a pixel warp of the last true frame when
-the player walks, and loses to it when only the camera turns. The refiner decides per pixel:
+the player walks, and loses to it when only the camera turns. The refiner mixes, per pixel, three
+pictures and adds a small correction r:
 
-    shown = decoded + g * (moved_shown - decoded) + r
+    shown = a * decoded + b * moved_shown + c * (decoded + moved_shown - moved_decoded) + r
 
-with g in [0, 1] (zero where the move brought in pixels that were not in view) and a small
-residual r, both from a small convolutional network (full resolution, then 1/2 and 1/4 for
-reach) that reads the decoded picture, the moved last shown frame, the moved last decoded picture
-(where the decoder's own picture changed, the world did), where the move left pixels unknown,
-and the tick's action (turn, walk, jump, attack). It is recurrent through what it showed:
+a + b + c = 1 (b = c = 0 where the move brought in pixels that were not in view): the decoder's
+picture; the last shown frame moved (copy-warped-last); and the decoder's picture plus the detail
+the last shown frame had beyond the last decoded one, moved (the hand-tuned `detail_carry` of
+`GeneratorConfig` is this with a fixed gate). Weights and r come from a small convolutional network
+(full resolution, then 1/2 and 1/4 for reach) that reads the decoded picture, the moved last shown
+frame, the moved last decoded picture (where the decoder's own picture changed, the world did),
+where the move left pixels unknown, and the tick's action (turn, walk, jump, attack). It is recurrent through what it showed:
 `patchworld train-refiner` trains it on the world model's own rollouts, chained over the whole
 horizon, so that it learns what its own frames are worth as they age. It changes only what is
 shown: the world model's latents, and so its dynamics, are untouched.
@@ -75,10 +78,10 @@ class Refiner(nn.Module):
         self.blocks = nn.Sequential(*[_Block(2 * c) for _ in range(config.blocks)])
         self.up2 = nn.Conv2d(2 * c, 2 * c, 3, padding=1)
         self.up1 = nn.Conv2d(2 * c, c, 3, padding=1)
-        self.out = nn.Conv2d(c, 4, 3, padding=1)  # gate logit, residual RGB
+        self.out = nn.Conv2d(c, 6, 3, padding=1)  # logits of (decoded, moved, decoded + moved detail), residual RGB
         nn.init.zeros_(self.out.weight)
-        with torch.no_grad():  # starts as the decoder's picture with a little of the moved last frame
-            self.out.bias.copy_(torch.tensor([-3.0, 0.0, 0.0, 0.0]))
+        with torch.no_grad():  # starts mostly as the decoder's picture plus the moved detail (detail carry)
+            self.out.bias.copy_(torch.tensor([0.0, -2.0, 2.0, 0.0, 0.0, 0.0]))
         self.register_buffer("action_index", torch.tensor([BUTTONS.index(k) for k in ACTION_KEYS]), persistent=False)
         self.register_buffer("camera_degrees", torch.tensor(CAMERA_BIN_CENTERS, dtype=torch.float32), persistent=False)
 
@@ -110,10 +113,13 @@ class Refiner(nn.Module):
         quarter = self.blocks(F.gelu(self.down2(half)))
         half = F.gelu(self.up2(F.interpolate(quarter, scale_factor=2.0, mode="nearest"))) + half
         full = F.gelu(self.up1(F.interpolate(half, scale_factor=2.0, mode="nearest"))) + full
-        gate_logit, residual = self.out(full).split([1, 3], dim=1)
-        gate = torch.sigmoid(gate_logit) * (known > 0.999)  # only where the whole bilinear footprint was in view
+        logits, residual = self.out(full).split([3, 3], dim=1)
+        # the moved pictures only where the whole bilinear footprint was in view
+        unknown = (known <= 0.999).to(logits.dtype) * torch.tensor([0.0, -1e4, -1e4], device=logits.device,
+                                                                  dtype=logits.dtype)[:, None, None]
+        a, b, c = torch.softmax(logits + unknown, dim=1).split(1, dim=1)
         residual = self.config.residual_max * torch.tanh(residual)
-        return (decoded + gate * (moved - decoded) + residual).clamp(-1.0, 1.0)
+        return (a * decoded + b * moved + c * (decoded + moved - moved_decoded) + residual).clamp(-1.0, 1.0)
 
     def save(self, directory: str | Path, dtype: torch.dtype | None = torch.bfloat16, extra: dict | None = None) -> Path:
         return save_checkpoint(directory, self.state_dict(), {"kind": KIND, "refiner": asdict(self.config),

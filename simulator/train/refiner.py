@@ -8,12 +8,13 @@
    and reused by a later run with the same settings.
 2. Training: the refiner runs each rollout from its last true context frame through every horizon,
    each step reading what it showed the step before, as a stream does in play; the loss is the mean
-   squared error to the engine's frames over the whole chain (PSNR is what evaluation reads), its
-   gradient through the chain (the refiner learns what its own frames are worth as they age).
+   squared error to the engine's frames over the whole chain (PSNR is what evaluation reads), plus
+   with `--edge-weight` an edge-energy term (the squared error alone is won by a blur), its gradient
+   through the chain (the refiner learns what its own frames are worth as they age).
 3. Every `--eval-every` steps the held-out rollouts are refined and the pooled PSNR by horizon band
    is compared with the decoder's pictures and with the frames the generator showed without a refiner
-   (its configured detail carry): OUT/eval.jsonl; the best held-out mean over the horizons goes to
-   OUT/best, the latest to OUT/last (refiner checkpoint folders).
+   (its configured detail carry), with their sharpness: OUT/eval.jsonl; the weights with the lowest
+   held-out objective go to OUT/best, the latest to OUT/last (refiner checkpoint folders).
 
 To play with it, name it in a world checkpoint's config.json ("generator": {"refiner": "refiner"}, a
 folder next to config.json), or on a command line: `--generator refiner=runs/refiner/best`.
@@ -35,6 +36,8 @@ from tqdm import tqdm
 from simulator.actions import encode_many
 from simulator.data.shards import list_shards, read_shard
 from simulator.eval.fidelity import pooled_psnr
+from simulator.eval.metrics import sharpness
+from simulator.models.tokenizer_losses import edge_energy_l1
 from simulator.models.refiner import Refiner, RefinerConfig
 from simulator.train.decoder_pairs import cut_episodes, rollout_latents
 
@@ -86,20 +89,37 @@ def unit_to_uint8(x: torch.Tensor) -> np.ndarray:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).movedim(-3, -1).numpy()
 
 
+def objective(pred: torch.Tensor, true: torch.Tensor, edge_weight: float) -> torch.Tensor:
+    """The training loss of chained frames pred [R, T, 3, H, W] against the engine's uint8 [R, T, H, W, 3]:
+    mean squared error, plus `edge_weight` times the edge-energy L1 (tokenizer_losses.edge_energy_l1: as
+    much edge contrast per 8x8 region as the true frame has; the squared error alone is won by a blur)."""
+    target = to_unit(true)
+    loss = (pred - target).pow(2).mean()
+    if edge_weight:
+        loss = loss + edge_weight * edge_energy_l1(pred.flatten(0, 1), target.flatten(0, 1))
+    return loss
+
+
 @torch.no_grad()
-def evaluate(refiner: Refiner, data: dict[str, torch.Tensor], batch_size: int = 32) -> dict[str, float]:
+def evaluate(refiner: Refiner, data: dict[str, torch.Tensor], batch_size: int = 32,
+             edge_weight: float = 0.0) -> dict[str, float]:
     """Pooled PSNR (dB) of the refiner's frames, the decoder's pictures and the generator's shown frames
-    against the engine's, over horizons 1-16 and by horizon band."""
+    against the engine's, over horizons 1-16 and by horizon band; their sharpness as a share of the true
+    frames' over horizons 1-16; and the refiner's training objective (`objective`)."""
     refiner.eval()
     R, horizon = data["decoded"].shape[:2]
-    refined = np.concatenate([unit_to_uint8(chain(refiner, {k: v[i:i + batch_size] for k, v in data.items()}))
-                              for i in range(0, R, batch_size)])
+    chained = [chain(refiner, {k: v[i:i + batch_size] for k, v in data.items()}) for i in range(0, R, batch_size)]
+    loss = sum(float(objective(c, data["true"][i * batch_size:(i + 1) * batch_size, 1:], edge_weight)) * len(c)
+               for i, c in enumerate(chained)) / R
+    refined = np.concatenate([unit_to_uint8(c) for c in chained])
     methods = {"refiner": refined, "decoded": unit_to_uint8(data["decoded"].float()),
                "shown": data["shown"][:, 1:].numpy()}
     true = data["true"][:, 1:].numpy()
-    figures: dict[str, float] = {}
+    figures: dict[str, float] = {"objective": round(loss, 5)}
+    true_sharpness = float(np.mean(sharpness(true[:, :16])))
     for name, frames in methods.items():
         figures[f"{name}_h1-16"] = round(pooled_psnr(frames[:, :16], true[:, :16]), 3)
+        figures[f"{name}_sharpness_ratio_h1-16"] = round(float(np.mean(sharpness(frames[:, :16]))) / true_sharpness, 3)
         for lo, hi in BANDS:
             if hi <= horizon:
                 figures[f"{name}_h{lo}-{hi}"] = round(pooled_psnr(frames[:, lo - 1:hi], true[:, lo - 1:hi]), 3)
@@ -140,6 +160,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay to a tenth)")
     parser.add_argument("--width", type=int, default=RefinerConfig.width, help="refiner channels at full resolution")
     parser.add_argument("--blocks", type=int, default=RefinerConfig.blocks, help="residual blocks at 1/4 resolution")
+    parser.add_argument("--residual-max", type=float, default=RefinerConfig.residual_max,
+                        help="largest correction the refiner adds, [-1, 1] units (0: it only blends the two pictures)")
+    parser.add_argument("--edge-weight", type=float, default=0.0,
+                        help="weight of the edge-energy term beside the squared error (0: squared error alone, "
+                             "which blurs: docs/training.md, 'The pixel refiner')")
     parser.add_argument("--walk-zoom", type=float, default=RefinerConfig.walk_zoom,
                         help="the picture's enlargement per tick of walking forward, for the move")
     parser.add_argument("--eval-every", type=int, default=100, help="steps between held-out evaluations")
@@ -172,7 +197,8 @@ def main(args: argparse.Namespace) -> int:
     train = rollouts(args.data, args.starts, args.max_episodes, "train")
     heldout = rollouts(args.heldout, args.heldout_starts, None, "heldout")
     torch.manual_seed(args.seed)
-    config = RefinerConfig(width=args.width, blocks=args.blocks, walk_zoom=args.walk_zoom)
+    config = RefinerConfig(width=args.width, blocks=args.blocks, walk_zoom=args.walk_zoom,
+                           residual_max=args.residual_max)
     refiner = Refiner(config).to(args.device).train()
     opt = torch.optim.AdamW(refiner.parameters(), lr=args.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -181,29 +207,28 @@ def main(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)
     settings = {**{k: v for k, v in vars(args).items() if k != "func"}, "train_rollouts": R,
                 "heldout_rollouts": len(heldout["decoded"]), "world_generator": generator.describe()}
-    best, best_score = None, -math.inf
+    best, best_score = None, math.inf
     log = (out / "eval.jsonl").open("a")
 
     def checkpoint(step: int) -> None:
         nonlocal best, best_score
-        figures = {"step": step, **evaluate(refiner, heldout)}
+        figures = {"step": step, **evaluate(refiner, heldout, edge_weight=args.edge_weight)}
         log.write(json.dumps(figures) + "\n")
         log.flush()
         extra = {"steps": step, "figures": figures, "train": settings}
         refiner.save(out / "last", dtype=None, extra=extra)
-        if figures["refiner_h1-16"] > best_score:
-            best, best_score = figures, figures["refiner_h1-16"]
+        if figures["objective"] < best_score:  # the training objective on the held-out rollouts
+            best, best_score = figures, figures["objective"]
             refiner.save(out / "best", dtype=None, extra=extra)
         bar.set_postfix(loss=f"{loss_value:.4f}", h1_16=figures["refiner_h1-16"], shown=figures["shown_h1-16"],
-                        best=best_score)
+                        sharp=figures["refiner_sharpness_ratio_h1-16"], best=best_score)
 
     loss_value, started = float("nan"), time.perf_counter()
     bar = tqdm(range(1, args.steps + 1), desc="refiner", unit="step")
     for step in bar:
         idx = torch.from_numpy(rng.choice(R, args.batch_size, replace=False))
         batch = {k: v[idx] for k, v in train.items()}
-        pred = chain(refiner, batch)
-        loss = (pred - to_unit(batch["true"][:, 1:])).pow(2).mean()
+        loss = objective(chain(refiner, batch), batch["true"][:, 1:], args.edge_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(refiner.parameters(), 1.0)
@@ -214,7 +239,8 @@ def main(args: argparse.Namespace) -> int:
         if step % args.eval_every == 0 or step == args.steps:
             checkpoint(step)
     log.close()
-    print(f"best held-out PSNR over horizons 1-16: refiner {best['refiner_h1-16']} dB at step {best['step']}, "
-          f"decoded {best['decoded_h1-16']}, shown without refiner {best['shown_h1-16']} "
+    print(f"best held-out objective at step {best['step']}: PSNR over horizons 1-16 refiner {best['refiner_h1-16']} dB "
+          f"(sharpness {best['refiner_sharpness_ratio_h1-16']} of true), decoded {best['decoded_h1-16']}, shown without "
+          f"refiner {best['shown_h1-16']} ({best['shown_sharpness_ratio_h1-16']}) "
           f"({time.perf_counter() - started:.0f} s); {out / 'best'}")
     return 0
