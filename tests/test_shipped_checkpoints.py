@@ -56,6 +56,28 @@ def test_world_model_dreams_frames_from_engine_context(world):
     assert float(np.std(out[-1])) > 10  # not a flat colour
 
 
+def test_candidate_refiner_changes_what_is_shown_and_nothing_the_model_dreams():
+    """checkpoints/candidates/refiner-mix-e05 (docs/evaluation.md, "Measured: the pixel refiner") plays with the
+    shipped world model: same latents tick after tick as without it, other (still plausible) frames."""
+    from simulator.world.engine import World
+
+    engine = World(100001)
+    frames = np.stack([engine.reset()] + [engine.step(NOOP) for _ in range(3)])
+    runs = {}
+    for refiner in ("none", str(ROOT / "checkpoints" / "candidates" / "refiner-mix-e05")):
+        generator = Generator.from_checkpoint(WORLD, refiner=refiner)
+        generator.start(0, frames, [NOOP] * 4)
+        shown = [generator.step({0: Action(forward=True, yaw=4.0)})[0] for _ in range(4)]
+        generator.flush()
+        runs[refiner] = (shown, generator.prev[0].clone(), generator.refiner)
+    (plain, plain_latent, none), (refined, latent, refiner) = runs.values()
+    assert none is None and refiner is not None
+    assert torch.equal(plain_latent, latent)
+    assert not np.array_equal(plain[-1], refined[-1])
+    assert np.abs(refined[0].astype(float) - frames[-1].astype(float)).mean() < 40
+    assert float(np.std(refined[-1])) > 10
+
+
 def test_sharp_candidate_dreams_more_detail_than_the_shipped_model():
     """checkpoints/candidates/world-sharp is the clean-base model read at prev_noise 0.15, the top of
     its trained range (docs/evaluation.md, "The sharp candidate"): walking the same start, its
