@@ -102,6 +102,8 @@ class GeneratorConfig:
 
     def __post_init__(self) -> None:
         self.resolution = (int(self.resolution[0]), int(self.resolution[1]))
+        if self.refiner.lower() == "none":
+            self.refiner = ""
         if not 0.0 <= self.detail_carry <= 1.0:
             raise ValueError(f"detail_carry must be within [0, 1], got {self.detail_carry}")
         if self.detail_gate < 0.0:
@@ -142,7 +144,7 @@ def generator_config(config: dict, directory: str | Path = "checkpoint", **overr
     if saved.get("refiner") and "refiner" not in overrides and saved["refiner"].lower() != "none":
         saved["refiner"] = str(Path(directory) / saved["refiner"])  # the checkpoint's own, next to it
     gen_config = GeneratorConfig(**{**saved, "resolution": tuple(config.get("resolution", (64, 64))), **overrides})
-    if gen_config.refiner and gen_config.refiner.lower() != "none" and not Path(gen_config.refiner).is_dir():
+    if gen_config.refiner and not Path(gen_config.refiner).is_dir():
         raise ValueError(f"generator option refiner: {gen_config.refiner} is not a folder (a refiner checkpoint)")
     return gen_config
 
@@ -210,9 +212,7 @@ class Generator:
         model.load_state_dict(state)
         tokenizer_dir = Path(config["tokenizer"])
         tokenizer = Tokenizer.load(tokenizer_dir if tokenizer_dir.is_absolute() else directory / tokenizer_dir)
-        refiner = None
-        if gen_config.refiner and gen_config.refiner.lower() != "none":
-            refiner = Refiner.load(gen_config.refiner)
+        refiner = Refiner.load(gen_config.refiner) if gen_config.refiner else None
         return cls(model, tokenizer, gen_config, batch_size=batch_size, device=device, refiner=refiner)
 
     def warm_up(self) -> None:
