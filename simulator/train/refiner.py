@@ -185,7 +185,10 @@ def main(args: argparse.Namespace) -> int:
     def rollouts(data_dir: str, starts: int, max_episodes: int | None, name: str) -> dict[str, torch.Tensor]:
         meta = {"checkpoint": str(Path(args.checkpoint).resolve()), "data": str(Path(data_dir).resolve()),
                 "context": str(args.context), "horizon": str(args.horizon), "starts": str(starts),
-                "max_episodes": str(max_episodes), "generator": json.dumps(generator.describe(), default=str)}
+                "max_episodes": str(max_episodes),
+                # the rollouts are made without a refiner: its field says nothing about them
+                "generator": json.dumps({k: v for k, v in generator.describe().items() if k != "refiner"},
+                                        default=str)}
 
         def make() -> dict[str, torch.Tensor]:
             episodes = [ep for shard in list_shards(data_dir) for ep in read_shard(shard)][:max_episodes]
