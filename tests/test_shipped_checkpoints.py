@@ -56,6 +56,14 @@ def test_world_model_dreams_frames_from_engine_context(world):
     assert float(np.std(out[-1])) > 10  # not a flat colour
 
 
+def test_shipped_world_model_shows_its_frames_through_its_refiner():
+    """Since session 27 checkpoints/world names its pixel refiner (refiner/, docs/evaluation.md, "Measured: the
+    pixel refiner"); `refiner=none` turns it off."""
+    assert json.loads((WORLD / "config.json").read_text())["generator"]["refiner"] == "refiner"
+    assert Generator.from_checkpoint(WORLD).refiner is not None
+    assert Generator.from_checkpoint(WORLD, refiner="none").refiner is None
+
+
 def test_candidate_refiner_changes_what_is_shown_and_nothing_the_model_dreams():
     """checkpoints/candidates/refiner-mix-e05 (docs/evaluation.md, "Measured: the pixel refiner") plays with the
     shipped world model: same latents tick after tick as without it, other (still plausible) frames."""
