@@ -83,6 +83,8 @@ class Refiner(nn.Module):
         with torch.no_grad():  # starts mostly as the decoder's picture plus the moved detail (detail carry)
             self.out.bias.copy_(torch.tensor([0.0, -2.0, 2.0, 0.0, 0.0, 0.0]))
         self.register_buffer("action_index", torch.tensor([BUTTONS.index(k) for k in ACTION_KEYS]), persistent=False)
+        # added to the three pictures' logits where the move brought in unknown pixels: the decoded picture only
+        self.register_buffer("unknown_logits", torch.tensor([0.0, -1e4, -1e4]), persistent=False)
         self.register_buffer("camera_degrees", torch.tensor(CAMERA_BIN_CENTERS, dtype=torch.float32), persistent=False)
 
     def move(self, images: torch.Tensor, camera: torch.Tensor, buttons: torch.Tensor,
@@ -115,8 +117,7 @@ class Refiner(nn.Module):
         full = F.gelu(self.up1(F.interpolate(half, scale_factor=2.0, mode="nearest"))) + full
         logits, residual = self.out(full).split([3, 3], dim=1)
         # the moved pictures only where the whole bilinear footprint was in view
-        unknown = (known <= 0.999).to(logits.dtype) * torch.tensor([0.0, -1e4, -1e4], device=logits.device,
-                                                                  dtype=logits.dtype)[:, None, None]
+        unknown = (known <= 0.999).to(logits.dtype) * self.unknown_logits.to(logits.dtype)[:, None, None]
         a, b, c = torch.softmax(logits + unknown, dim=1).split(1, dim=1)
         residual = self.config.residual_max * torch.tanh(residual)
         return (a * decoded + b * moved + c * (decoded + moved - moved_decoded) + residual).clamp(-1.0, 1.0)
