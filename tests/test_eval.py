@@ -85,6 +85,7 @@ def test_metrics_json_holds_every_figure(report):
     assert m["speed"]["frames_per_second"] > 0
     for key in ("generated_sharpness_ratio_min", "tokenizer_sharpness_ratio", "generated_fd_max_over_tokenizer_fd"):
         assert _finite(m["issue8"][key]), key
+    assert m["issue8"]["generated_sharpness_ratio_max"] >= m["issue8"]["generated_sharpness_ratio_min"]
     behind = m["issue8"]["first_horizon_behind_copy_last"]  # consistent with the per-horizon figures
     model, copy = (m["rollout"]["methods"][k]["psnr_mean"] for k in ("model", "copy-last"))
     assert m["issue8"]["beats_copy_last_at_every_horizon"] == (behind is None) == all(a > b for a, b in zip(model, copy))
@@ -150,6 +151,13 @@ def test_eval_compare_tables_settings_with_their_seed_spread(report, tmp_path, c
     h1 = m["rollout"]["methods"]["model"]["psnr_mean"][0]
     assert f"| {h1:.2f} |" in one and "| - |" in one  # horizon 1 measured; horizon 16 not (8-frame quick eval)
     assert f"| {m['issue8']['generated_sharpness_ratio_min']:.2f} |" in one  # issue 8's sharpness target, beside PSNR
+    assert f"| {m['issue8']['generated_sharpness_ratio_max']:.2f} |" in one  # and its other side
+    still = m["probes"]["stand_still"]["mean"]["return_sharpness_ratio"]
+    assert f"| {still:.2f} |" in one
+    del shifted["issue8"], shifted["probes"]  # an evaluation from before these figures: the maximum still reads
+    (other / "metrics.json").write_text(json.dumps(shifted))
+    older = compare_table([parse_setting(f"older={other}")]).splitlines()[2]
+    assert f"| {m['issue8']['generated_sharpness_ratio_max']:.2f} |" in older and "| - |" in older
     assert cli_main(["eval-compare", f"one={out}"]) == 0 and "| one (1 run) |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no metrics.json"):
         cli_main(["eval-compare", f"none={tmp_path / 'missing'}"])

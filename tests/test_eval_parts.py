@@ -37,6 +37,30 @@ class EngineOracle:
         self.world = None
 
 
+class Sharpening(EngineOracle):
+    """The engine's frames with a contrast-adding display on top, every tick a little more (what an edge-trained
+    refiner did standing still)."""
+
+    def start(self, slot, frames, actions):
+        super().start(slot, frames, actions)
+        self.gain = 0.0
+
+    def step(self, actions):
+        self.gain += 0.05
+        out = {}
+        for slot, frame in super().step(actions).items():
+            x = frame.astype(np.float32)
+            blur = (np.roll(x, 1, 0) + np.roll(x, -1, 0) + np.roll(x, 1, 1) + np.roll(x, -1, 1)) / 4
+            out[slot] = np.clip(x + self.gain * (x - blur), 0, 255).astype(np.uint8)
+        return out
+
+
+def test_stand_still_probe_reads_over_sharpening():
+    """PSNR falls both for a faded and for an over-sharpened picture; the sharpness ratio says which."""
+    sharp = run_probe(Sharpening(45), PROBES["stand_still"], 45, RES, CONTEXT, warmup=WARMUP)
+    assert sharp["return_sharpness_ratio"] > 1.5 and sharp["return_vs_engine_psnr"] < 40
+
+
 @pytest.fixture(scope="module")
 def episodes():
     return engine_episodes([41, 42, 43], CONTEXT + 24, RES, warmup=WARMUP, progress=False)
@@ -117,6 +141,7 @@ def test_probes_engine_oracle_is_perfect(name):
         assert res["engine_return_vs_anchor_psnr"] == pytest.approx(100.0)  # 18 x 20 degrees is exactly 360
     assert res["path_vs_engine_psnr"] == pytest.approx(100.0)
     assert res["psnr_by_tick"] == pytest.approx([100.0] * len(PROBES[name].actions))
+    assert res["return_sharpness_ratio"] == pytest.approx(1.0)
     copy = run_probe(CopyLast(RES), PROBES[name], 45, RES, CONTEXT, warmup=WARMUP)
     assert copy["return_vs_own_anchor_psnr"] == pytest.approx(100.0)
     if name == "stand_still":  # the engine holds its picture, and so does copy-last, to the last tick

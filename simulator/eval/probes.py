@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from simulator.actions import NOOP, Action
 from simulator.eval.episodes import make_world, play_policy
-from simulator.eval.metrics import psnr, ssim
+from simulator.eval.metrics import psnr, sharpness, ssim
 from simulator.eval.predictors import Predictor
 
 SETTLE_TICKS = 6  # idle ticks opening every script
@@ -117,6 +117,9 @@ def run_probe(predictor: Predictor, probe: Probe, seed: int, resolution: tuple[i
         "return_vs_engine_ssim": float(ssim(model[-1], engine[-1])),
         "return_vs_own_anchor_psnr": float(psnr(model[-1], model[anchor])),
         "engine_return_vs_anchor_psnr": float(psnr(engine[-1], engine[anchor])),
+        # the last frame's sharpness against the engine's: below 1 the picture faded, above 1 it was sharpened
+        # into noise (a display that adds contrast every tick passes every PSNR-at-a-horizon figure longer)
+        "return_sharpness_ratio": float(sharpness(model[-1:])[0] / max(float(sharpness(engine[-1:])[0]), 1e-6)),
         "frames": {"engine": engine, "model": model},
     }
 

@@ -244,14 +244,16 @@ def _probes_md(r: dict) -> list[str]:
     lines = ["## 4. Consistency probes", "",
              "Mean PSNR against the engine over the whole script; PSNR of the return frame against the engine's "
              "return frame and against the model's own anchor frame (the start, or right after the break); and the "
-             "engine's own return-vs-anchor PSNR for reference (100 = the engine comes back exactly).", ""]
+             "engine's own return-vs-anchor PSNR for reference (100 = the engine comes back exactly); the return "
+             "frame's sharpness over the engine's (below 1 faded, above 1 sharpened into noise).", ""]
     rows = [[name, len(p["per_seed"]), _f(p["mean"]["path_vs_engine_psnr"]), _f(p["mean"]["return_vs_engine_psnr"]),
              _f(p["mean"]["return_vs_engine_ssim"], 3),
-             _f(p["mean"]["return_vs_own_anchor_psnr"]), _f(p["mean"]["engine_return_vs_anchor_psnr"])]
+             _f(p["mean"]["return_vs_own_anchor_psnr"]), _f(p["mean"]["engine_return_vs_anchor_psnr"]),
+             _f(p["mean"].get("return_sharpness_ratio"), 2)]
             for name, p in r["probes"].items()]
     lines += [markdown_table(["probe", "seeds", "whole path vs engine PSNR", "return vs engine PSNR",
                               "return vs engine SSIM", "return vs own anchor PSNR",
-                              "engine vs anchor PSNR"], rows), ""]
+                              "engine vs anchor PSNR", "return sharpness / engine's"], rows), ""]
     lines += [f"![{name}](probe_{name}.png)" for name in r["probes"]] + [""]
     return lines
 
