@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -150,6 +151,39 @@ def test_training_beats_the_decoder_where_the_last_frame_holds():
     assert after["refiner_h1-4"] > after["decoded_h1-4"] + 3.0
 
 
+def _interrupted_run_resumes(args, whole, out, capsys):
+    """A run stopped after its first checkpoint, given the same command again, ends with the weights of the
+    run that was never stopped (the optimizer, the schedule and the rollouts' draw resume with it)."""
+    shutil.rmtree(out / "last"), shutil.rmtree(out / "best"), (out / "eval.jsonl").unlink()
+    real, calls = train_refiner.objective, []
+
+    def stops_at_step_3(*a, **k):
+        calls.append(torch.is_grad_enabled())  # evaluation runs it too, without gradients
+        if sum(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    train_refiner.objective = stops_at_step_3
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            cli_main(args + ["--out", str(out)])
+    finally:
+        train_refiner.objective = real
+    assert json.loads((out / "last" / "config.json").read_text())["steps"] == 2
+    capsys.readouterr()
+    assert cli_main(args + ["--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "reusing" in said and "resumed" in said and "at step 2" in said
+    for name in ("last", "best"):
+        mine, theirs = (Refiner.load(d / name).state_dict() for d in (out, whole))
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs), name
+    assert [json.loads(line)["step"] for line in (out / "eval.jsonl").read_text().splitlines()] == [2, 4]
+    with pytest.raises(SystemExit, match="nothing to train"):
+        cli_main(args + ["--out", str(out)])
+    with pytest.raises(SystemExit, match="use a new --out"):
+        cli_main(args + ["--out", str(out), "--steps", "6", "--width", "8"])
+
+
 def test_train_refiner_command_and_the_checkpoint_that_names_its_refiner(tmp_path, capsys):
     torch.manual_seed(0)
     model = build_dit("tiny")
@@ -174,8 +208,9 @@ def test_train_refiner_command_and_the_checkpoint_that_names_its_refiner(tmp_pat
     kept = json.loads((out / "best" / "config.json").read_text())["figures"]
     assert kept["objective"] == min(f["objective"] for f in figures)  # best = the lowest held-out objective
     assert 0 < kept["refiner_sharpness_ratio_h1-16"] and 0 < kept["shown_sharpness_ratio_h1-16"]
-    assert cli_main(args) == 0  # the rollouts are kept and reused
-    assert "reusing" in capsys.readouterr().out
+    assert cli_main(args + ["--out", str(tmp_path / "again")]) == 0  # the rollouts are kept and reused
+    assert "reusing" not in capsys.readouterr().out
+    _interrupted_run_resumes(args, out, tmp_path / "again", capsys)
     # a checkpoint names its refiner next to its config; a command line names one as typed, or none
     config["generator"]["refiner"] = "refiner"
     save_checkpoint(tmp_path / "world", model.state_dict(), config)

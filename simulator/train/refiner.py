@@ -14,7 +14,9 @@
 3. Every `--eval-every` steps the held-out rollouts are refined and the pooled PSNR by horizon band
    is compared with the decoder's pictures and with the frames the generator showed without a refiner
    (its configured detail carry), with their sharpness: OUT/eval.jsonl; the weights with the lowest
-   held-out objective go to OUT/best, the latest to OUT/last (refiner checkpoint folders).
+   held-out objective go to OUT/best, the latest to OUT/last (refiner checkpoint folders) with the
+   optimizer, schedule and sampling state: a run stopped anywhere resumes from OUT/last when given
+   the same command (with a larger `--steps` it trains on).
 
 To play with it, name it in a world checkpoint's config.json ("generator": {"refiner": "refiner"}, a
 folder next to config.json), or on a command line: `--generator refiner=runs/refiner/best`.
@@ -26,6 +28,7 @@ import argparse
 import json
 import math
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from simulator.actions import encode_many
+from simulator.checkpoint import load_optimizer, save_optimizer
 from simulator.data.shards import list_shards, read_shard
 from simulator.eval.fidelity import pooled_psnr
 from simulator.eval.metrics import sharpness
@@ -144,6 +148,25 @@ def _rollouts(path: Path, meta: dict[str, str], make) -> dict[str, torch.Tensor]
     return data
 
 
+def _resume(last: Path, config: RefinerConfig, refiner: Refiner, opt: torch.optim.Optimizer,
+            sched: torch.optim.lr_scheduler.LRScheduler, device: str) -> dict | None:
+    """Load OUT/last's weights, optimizer and schedule into a fresh run -> its saved state ({"steps",
+    "rng", "best"}), or None when there is no resumable OUT/last (nothing there, or the weights of a run
+    from before resuming existed)."""
+    if not (last / "config.json").is_file() or not (last / "optim.safetensors").is_file():
+        return None
+    saved = json.loads((last / "config.json").read_text())
+    if "resume" not in saved:
+        return None
+    if saved["refiner"] != asdict(config):
+        raise SystemExit(f"{last} holds a refiner {saved['refiner']}, not the {asdict(config)} these options make: "
+                         "resume with its options or use a new --out")
+    refiner.load_state_dict(Refiner.load(last, device).state_dict())
+    load_optimizer(opt, last / "optim", torch.device(device))
+    sched.load_state_dict(saved["resume"]["schedule"])
+    return {"steps": saved["steps"], "rng": saved["resume"]["rng"], "best": saved["best"]}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default="checkpoints/world", help="world-model checkpoint folder")
     parser.add_argument("--data", required=True, help="shard directory whose episodes drive the training rollouts")
@@ -210,7 +233,15 @@ def main(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)
     settings = {**{k: v for k, v in vars(args).items() if k != "func"}, "train_rollouts": R,
                 "heldout_rollouts": len(heldout["decoded"]), "world_generator": generator.describe()}
-    best, best_score = None, math.inf
+    best, best_score, start = None, math.inf, 1
+    resumed = _resume(out / "last", config, refiner, opt, sched, args.device)
+    if resumed is not None:
+        start, rng.bit_generator.state = resumed["steps"] + 1, resumed["rng"]
+        best, best_score = resumed["best"], resumed["best"]["objective"]
+        print(f"resumed {out / 'last'} at step {resumed['steps']} (best held-out objective {best_score:.4f})")
+        if start > args.steps:
+            raise SystemExit(f"{out / 'last'} is already at step {start - 1} of --steps {args.steps}: nothing to "
+                             "train (a larger --steps trains on)")
     log = (out / "eval.jsonl").open("a")
 
     def checkpoint(step: int) -> None:
@@ -218,16 +249,20 @@ def main(args: argparse.Namespace) -> int:
         figures = {"step": step, **evaluate(refiner, heldout, edge_weight=args.edge_weight)}
         log.write(json.dumps(figures) + "\n")
         log.flush()
-        extra = {"steps": step, "figures": figures, "train": settings}
-        refiner.save(out / "last", dtype=None, extra=extra)
         if figures["objective"] < best_score:  # the training objective on the held-out rollouts
             best, best_score = figures, figures["objective"]
-            refiner.save(out / "best", dtype=None, extra=extra)
+            refiner.save(out / "best", dtype=None, extra={"steps": step, "figures": figures, "train": settings})
+        # OUT/last last: a run stopped between the two saves resumes from the step before, best/ intact
+        (out / "last").mkdir(parents=True, exist_ok=True)
+        save_optimizer(opt, out / "last" / "optim")
+        refiner.save(out / "last", dtype=None, extra={
+            "steps": step, "figures": figures, "train": settings, "best": best,
+            "resume": {"schedule": sched.state_dict(), "rng": rng.bit_generator.state}})
         bar.set_postfix(loss=f"{loss_value:.4f}", h1_16=figures["refiner_h1-16"], shown=figures["shown_h1-16"],
                         sharp=figures["refiner_sharpness_ratio_h1-16"], best=best_score)
 
     loss_value, started = float("nan"), time.perf_counter()
-    bar = tqdm(range(1, args.steps + 1), desc="refiner", unit="step")
+    bar = tqdm(range(start, args.steps + 1), desc="refiner", unit="step", initial=start - 1, total=args.steps)
     for step in bar:
         idx = torch.from_numpy(rng.choice(R, args.batch_size, replace=False))
         batch = {k: v[idx] for k, v in train.items()}
