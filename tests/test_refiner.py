@@ -211,6 +211,12 @@ def test_train_refiner_command_and_the_checkpoint_that_names_its_refiner(tmp_pat
     assert cli_main(args + ["--out", str(tmp_path / "again")]) == 0  # the rollouts are kept and reused
     assert "reusing" not in capsys.readouterr().out
     _interrupted_run_resumes(args, out, tmp_path / "again", capsys)
+    # rollouts made with other generator options (as eval's --generator): kept with them, not reused
+    assert cli_main(args + ["--out", str(tmp_path / "one-step"), "--steps", "2", "--generator", "steps=1"]) == 0
+    assert json.loads((tmp_path / "one-step" / "best" / "config.json").read_text())["train"]["world_generator"]["steps"] == 1
+    for bad, said in (("bogus=1", "unknown generator option"), ("refiner=x", "without a refiner")):
+        with pytest.raises(SystemExit, match=said):
+            cli_main(args + ["--out", str(tmp_path / "bad"), "--generator", bad])
     # a checkpoint names its refiner next to its config; a command line names one as typed, or none
     config["generator"]["refiner"] = "refiner"
     save_checkpoint(tmp_path / "world", model.state_dict(), config)

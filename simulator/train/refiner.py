@@ -169,6 +169,9 @@ def _resume(last: Path, config: RefinerConfig, refiner: Refiner, opt: torch.opti
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default="checkpoints/world", help="world-model checkpoint folder")
+    parser.add_argument("--generator", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="generator options the rollouts are made with (GeneratorConfig fields, as in "
+                             "`patchworld eval`), e.g. prev_noise=0.15; play with the same ones")
     parser.add_argument("--data", required=True, help="shard directory whose episodes drive the training rollouts")
     parser.add_argument("--heldout", required=True, help="shard directory of held-out episodes (validation)")
     parser.add_argument("--out", required=True, help="output folder (rollouts, eval.jsonl, best/, last/)")
@@ -197,13 +200,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from simulator.eval.cli import parse_options
     from simulator.rollout.generator import Generator
 
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     # the rollouts show frames as the checkpoint plays them, without a refiner (its detail carry is the baseline)
-    generator = Generator.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.slots, refiner="none")
+    options = parse_options(args.generator)
+    if options.get("refiner", "none") not in ("none", ""):
+        raise SystemExit("train-refiner makes its rollouts without a refiner: drop --generator refiner=...")
+    try:
+        generator = Generator.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.slots,
+                                              **{**options, "refiner": "none"})
+    except ValueError as err:  # an unknown option or a bad value
+        raise SystemExit(str(err)) from None
 
     def rollouts(data_dir: str, starts: int, max_episodes: int | None, name: str) -> dict[str, torch.Tensor]:
         meta = {"checkpoint": str(Path(args.checkpoint).resolve()), "data": str(Path(data_dir).resolve()),
