@@ -90,7 +90,11 @@ def test_command_line_arguments():
 
 
 def test_dataset_presets_keep_heldout_worlds_out_of_training():
-    train = set(C.DATASET_PRESETS["train"].worlds)
-    assert train and max(train) < C.HELDOUT_WORLD_SEEDS_FROM
-    for name in ("heldout", "heldout_long"):
+    for name in ("train", "train_wide"):
+        train = set(C.DATASET_PRESETS[name].worlds)
+        assert train and max(train) < C.HELDOUT_WORLD_SEEDS_FROM, name
+    for name in ("heldout", "heldout_long", "heldout_select"):
         assert min(C.DATASET_PRESETS[name].worlds) >= C.HELDOUT_WORLD_SEEDS_FROM
+    # the worlds a run is selected on are neither evaluation set (report 100000-100007, unseen 100008-100015)
+    assert not set(C.DATASET_PRESETS["heldout_select"].worlds) & set(range(100_000, 100_016))
+    assert set(C.DATASET_PRESETS["train"].worlds) < set(C.DATASET_PRESETS["train_wide"].worlds)

@@ -82,6 +82,13 @@ DATASET_PRESETS: dict[str, CollectConfig] = {
     "train": CollectConfig(episodes=600, steps=64, seed=0, world_seeds=tuple(range(60)), episodes_per_shard=8),
     "heldout": CollectConfig(episodes=48, steps=64, seed=HELDOUT_WORLD_SEEDS_FROM, episodes_per_shard=8,
                              world_seeds=tuple(range(HELDOUT_WORLD_SEEDS_FROM, HELDOUT_WORLD_SEEDS_FROM + 8))),
+    # ten times the worlds of "train" (0 ... 599, four episodes each, 153,600 frames): the unseen evaluation
+    # worlds lag the ones selected on, and 60 worlds are few (docs/data.md, "More worlds")
+    "train_wide": CollectConfig(episodes=2400, steps=64, seed=1, world_seeds=tuple(range(600)), episodes_per_shard=8),
+    # held-out worlds for choosing a run's best weights that neither evaluation set uses (100000-100015)
+    "heldout_select": CollectConfig(episodes=48, steps=64, seed=HELDOUT_WORLD_SEEDS_FROM + 100, episodes_per_shard=8,
+                                    world_seeds=tuple(range(HELDOUT_WORLD_SEEDS_FROM + 100,
+                                                            HELDOUT_WORLD_SEEDS_FROM + 108))),
     # the first four held-out worlds again, with other start points and actions (another base seed)
     "heldout_long": CollectConfig(episodes=4, steps=1200, seed=HELDOUT_WORLD_SEEDS_FROM + 500, episodes_per_shard=1,
                                   world_seeds=tuple(range(HELDOUT_WORLD_SEEDS_FROM, HELDOUT_WORLD_SEEDS_FROM + 4))),
