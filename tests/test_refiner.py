@@ -180,6 +180,11 @@ def _interrupted_run_resumes(args, whole, out, capsys):
     assert [json.loads(line)["step"] for line in (out / "eval.jsonl").read_text().splitlines()] == [2, 4]
     with pytest.raises(SystemExit, match="nothing to train"):
         cli_main(args + ["--out", str(out)])
+    saved = json.loads((out / "last" / "config.json").read_text())
+    (out / "last" / "config.json").write_text(json.dumps({**saved, "steps": 2}))  # as if stopped while saving
+    with pytest.raises(SystemExit, match="stopped while saving"):
+        cli_main(args + ["--out", str(out), "--steps", "6"])
+    (out / "last" / "config.json").write_text(json.dumps(saved))
     with pytest.raises(SystemExit, match="use a new --out"):
         cli_main(args + ["--out", str(out), "--steps", "6", "--width", "8"])
 

@@ -121,9 +121,10 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(str(err)) from None
     notes = ("TF = teacher-forced; h = rollout horizon (PSNR, dB); FD on the IDM's features; 'sharpness / true, "
              "min' and 'FD / tokenizer's, max' = the generated frames' worst ratios over the rollout's horizons "
-             "(issue 8's targets: 0.70, 2); 'sharpness / true, max' = their highest (above 1: over-sharpened); 'still "
-             "sharpness / true' = the stand-still probe's last frame (100 ticks) against the engine's; 'colour drift from' = first frame of the long rollouts where colour "
-             "drift sets in. Several runs of a setting: mean ±half their range. " + args.note).strip()
+             "(issue 8's targets: 0.70, 2); 'sharpness / true, max' = their highest (above 1: over-sharpened); "
+             "'still sharpness / true' = the stand-still probe's last frame (100 ticks) against the engine's; "
+             "'colour drift from' = first frame of the long rollouts where colour drift sets in. Several runs of a "
+             "setting: mean ±half their range. " + args.note).strip()
     if args.record:
         record(args.title, table, notes=notes)
     else:

@@ -163,6 +163,11 @@ def _resume(last: Path, config: RefinerConfig, refiner: Refiner, opt: torch.opti
                          "resume with its options or use a new --out")
     refiner.load_state_dict(Refiner.load(last, device).state_dict())
     load_optimizer(opt, last / "optim", torch.device(device))
+    # the optimizer is written before the weights: a run stopped between the two left a newer optimizer
+    taken = {int(state["step"]) for state in opt.state.values()}
+    if taken != {saved["steps"]}:
+        raise SystemExit(f"{last}: optimizer at step {sorted(taken)}, weights at {saved['steps']} (stopped while "
+                         "saving): use a new --out")
     sched.load_state_dict(saved["resume"]["schedule"])
     return {"steps": saved["steps"], "rng": saved["resume"]["rng"], "best": saved["best"]}
 
