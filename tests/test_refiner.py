@@ -8,11 +8,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from simulator.actions import BUTTON_DIM, BUTTONS, CAMERA_BINS, NOOP, Action, camera_bin, encode_many
 from simulator.checkpoint import save_checkpoint
 from simulator.data.shards import Episode, write_shard
-from simulator.eval.episodes import EvalEpisode
+from simulator.eval.episodes import EvalEpisode, engine_episodes, still_episodes
 from simulator.models.dit import build_dit
 from simulator.models.refiner import Refiner, RefinerConfig
 from simulator.models.tokenizer import Tokenizer, preset
@@ -189,7 +190,9 @@ def _interrupted_run_resumes(args, whole, out, capsys):
         cli_main(args + ["--out", str(out), "--steps", "6", "--width", "8"])
 
 
-def test_train_refiner_command_and_the_checkpoint_that_names_its_refiner(tmp_path, capsys):
+def _tiny_world(tmp_path) -> tuple[object, dict, list[str]]:
+    """A tiny untrained world checkpoint at 16x16 with train/heldout shards -> (its DiT, its config, the
+    train-refiner arguments that use them, --out aside)."""
     torch.manual_seed(0)
     model = build_dit("tiny")
     Tokenizer(preset("tiny")).save(tmp_path / "tokenizer")
@@ -201,11 +204,16 @@ def test_train_refiner_command_and_the_checkpoint_that_names_its_refiner(tmp_pat
         write_shard(tmp_path / name / "shard_00000.npz",
                     [Episode(rng.integers(0, 256, (12, 16, 16, 3), dtype=np.uint8), [NOOP] + [Action(yaw=2.0)] * 11,
                              s, "plains", "test", "a test world") for s in seeds])
+    return model, config, ["train-refiner", "--checkpoint", str(tmp_path / "world"), "--data", str(tmp_path / "train"),
+                           "--heldout", str(tmp_path / "heldout"), "--context", "4", "--horizon", "4",
+                           "--starts", "2", "--steps", "4", "--batch-size", "2", "--eval-every", "2", "--width", "4",
+                           "--blocks", "1", "--edge-weight", "0.5", "--threads", "1"]
+
+
+def test_train_refiner_command_and_the_checkpoint_that_names_its_refiner(tmp_path, capsys):
+    model, config, args = _tiny_world(tmp_path)
     out = tmp_path / "run"
-    args = ["train-refiner", "--checkpoint", str(tmp_path / "world"), "--data", str(tmp_path / "train"),
-            "--heldout", str(tmp_path / "heldout"), "--out", str(out), "--context", "4", "--horizon", "4",
-            "--starts", "2", "--steps", "4", "--batch-size", "2", "--eval-every", "2", "--width", "4",
-            "--blocks", "1", "--edge-weight", "0.5", "--threads", "1"]
+    args = args + ["--out", str(out)]
     assert cli_main(args) == 0
     figures = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
     assert [f["step"] for f in figures] == [2, 4]
@@ -231,3 +239,47 @@ def test_train_refiner_command_and_the_checkpoint_that_names_its_refiner(tmp_pat
     assert Generator.from_checkpoint(tmp_path / "world", refiner=str(out / "last")).refiner is not None
     with pytest.raises(ValueError, match="refiner: .* is not a folder"):
         generator_config(config, tmp_path / "world", refiner=str(tmp_path / "missing"))
+
+
+def test_still_episodes_are_the_policys_play_then_a_player_standing_still():
+    seeds, context, still = [3, 4], 4, 30
+    episodes = still_episodes(seeds, context, still, (16, 16), warmup=5, progress=False)
+    played = engine_episodes(seeds, context, (16, 16), warmup=5, progress=False)
+    for ep, ref in zip(episodes, played):
+        assert ep.frames.shape == (context + still, 16, 16, 3) and len(ep.actions) == context + still
+        assert np.array_equal(ep.frames[:context], ref.frames) and ep.actions[:context] == ref.actions
+        assert all(a == NOOP for a in ep.actions[context:])
+        assert np.array_equal(ep.frames[-1], ep.frames[-2])  # settled: the engine's picture no longer changes
+
+
+def test_still_rollouts_train_beside_the_others_and_choose_best(tmp_path):
+    _, _, args = _tiny_world(tmp_path)
+    out = tmp_path / "still"
+    still = ["--still-seeds", "3-4", "--still-heldout-seeds", "5", "--still-horizon", "6", "--still-batch", "2"]
+    assert cli_main(args + ["--out", str(out)] + still) == 0
+    assert (out / "rollouts-still-train.safetensors").is_file() and (out / "rollouts-still-heldout.safetensors").is_file()
+    figures = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
+    for f in figures:
+        assert f["still_objective"] > 0 and f["objective"] > f["still_objective"]  # both parts, weight 1
+        assert 0 < f["still_refiner_sharpness_ratio_last"] and f["still_shown_last_psnr"] > 0
+    settings = json.loads((out / "best" / "config.json").read_text())["train"]
+    assert settings["still_train_rollouts"] == 2 and settings["still_heldout_rollouts"] == 1
+    # best/ is chosen on the held-out objective with the still rollouts' objective added at its weight
+    refiner = Refiner.load(out / "best")
+    heldout, still_heldout = (load_file(str(out / f"rollouts-{n}.safetensors")) for n in ("heldout", "still-heldout"))
+    by_weight = [train_refiner.evaluate(refiner, heldout, edge_weight=0.5, still=still_heldout, still_weight=w)
+                 for w in (0.0, 1.0, 2.0)]
+    assert by_weight[0]["objective"] == pytest.approx(train_refiner.evaluate(refiner, heldout, edge_weight=0.5)["objective"])
+    for w, f in enumerate(by_weight):
+        assert f["objective"] == pytest.approx(by_weight[0]["objective"] + w * f["still_objective"], abs=2e-5)
+    assert by_weight[1]["objective"] == json.loads((out / "best" / "config.json").read_text())["figures"]["objective"]
+    # --init starts from a refiner's weights (with a zero learning rate they are what the run ends with)
+    assert cli_main(args + ["--out", str(tmp_path / "init"), "--init", str(out / "best"), "--lr", "0"]) == 0
+    mine, theirs = (Refiner.load(d).state_dict() for d in (tmp_path / "init" / "last", out / "best"))
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    with pytest.raises(SystemExit, match="--still-batch 3 needs"):
+        cli_main(args + ["--out", str(tmp_path / "few")] + still + ["--still-batch", "3"])
+    with pytest.raises(SystemExit, match="neither an integer"):
+        cli_main(args + ["--out", str(tmp_path / "bad")] + ["--still-seeds", "x"])
+    with pytest.raises(SystemExit, match="not the"):
+        cli_main(args + ["--out", str(tmp_path / "init8"), "--init", str(out / "best"), "--width", "8"])

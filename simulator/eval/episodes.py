@@ -51,6 +51,21 @@ def play_policy(world, seed: int, ticks: int, policy_preset: str = "human") -> t
     return frames, actions
 
 
+def still_episodes(seeds: list[int], context: int, still: int, resolution: tuple[int, int],
+                   policy_preset: str = "human", warmup: int = 0, progress: bool = True,
+                   desc: str = "still episodes") -> list[EvalEpisode]:
+    """Per seed: `context` policy frames (after `warmup` ticks of play that are dropped), then `still` ticks of
+    no action, as one episode of context + still frames: what the engine shows a player who stops (the
+    picture settles, a fall or a jump ends, and then it does not change), the probes' stand_still made data."""
+    out = []
+    for seed in tqdm(seeds, desc=desc, disable=not progress):
+        world = make_world(seed, resolution)
+        frames, actions = play_policy(world, seed, warmup + context, policy_preset)
+        rest = np.stack([world.step(NOOP) for _ in range(still)])
+        out.append(EvalEpisode(np.concatenate([frames[warmup:], rest]), actions[warmup:] + [NOOP] * still, seed))
+    return out
+
+
 def engine_episodes(seeds: list[int], frames: int, resolution: tuple[int, int], policy_preset: str = "human",
                     warmup: int = 0, progress: bool = True, desc: str = "engine episodes") -> list[EvalEpisode]:
     """One policy episode of `frames` frames per seed, after `warmup` ticks of play that are dropped."""

@@ -104,22 +104,41 @@ def objective(pred: torch.Tensor, true: torch.Tensor, edge_weight: float) -> tor
     return loss
 
 
-@torch.no_grad()
-def evaluate(refiner: Refiner, data: dict[str, torch.Tensor], batch_size: int = 32,
-             edge_weight: float = 0.0) -> dict[str, float]:
-    """Pooled PSNR (dB) of the refiner's frames, the decoder's pictures and the generator's shown frames
-    against the engine's, over horizons 1-16 and by horizon band; their sharpness as a share of the true
-    frames' over horizons 1-16; and the refiner's training objective (`objective`)."""
-    refiner.eval()
-    R, horizon = data["decoded"].shape[:2]
+def _chained(refiner: Refiner, data: dict[str, torch.Tensor], batch_size: int,
+             edge_weight: float) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+    """Chain the refiner over every rollout of `data` -> ({"refiner", "decoded", "shown"}: uint8 frames
+    [R, horizon, H, W, 3]), the engine's frames alike, and the mean training objective."""
+    R = data["decoded"].shape[0]
     chained = [chain(refiner, {k: v[i:i + batch_size] for k, v in data.items()}) for i in range(0, R, batch_size)]
     loss = sum(float(objective(c, data["true"][i * batch_size:(i + 1) * batch_size, 1:], edge_weight)) * len(c)
                for i, c in enumerate(chained)) / R
-    refined = np.concatenate([unit_to_uint8(c) for c in chained])
-    methods = {"refiner": refined, "decoded": unit_to_uint8(data["decoded"].float()),
-               "shown": data["shown"][:, 1:].numpy()}
-    true = data["true"][:, 1:].numpy()
+    methods = {"refiner": np.concatenate([unit_to_uint8(c) for c in chained]),
+               "decoded": unit_to_uint8(data["decoded"].float()), "shown": data["shown"][:, 1:].numpy()}
+    return methods, data["true"][:, 1:].numpy(), loss
+
+
+@torch.no_grad()
+def evaluate(refiner: Refiner, data: dict[str, torch.Tensor], batch_size: int = 32, edge_weight: float = 0.0,
+             still: dict[str, torch.Tensor] | None = None, still_weight: float = 1.0) -> dict[str, float]:
+    """Pooled PSNR (dB) of the refiner's frames, the decoder's pictures and the generator's shown frames
+    against the engine's, over horizons 1-16 and by horizon band; their sharpness as a share of the true
+    frames' over horizons 1-16; and the refiner's training objective (`objective`). With `still` rollouts
+    (the player stands still, `still_episodes`): the same three over the whole still stretch and at its
+    last tick, with the last frame's sharpness against the engine's (above 1: sharpened into noise), and
+    `objective` adds `still_weight` times their objective (`still_objective`), as training does."""
+    refiner.eval()
+    horizon = data["decoded"].shape[1]
+    methods, true, loss = _chained(refiner, data, batch_size, edge_weight)
     figures: dict[str, float] = {"objective": round(loss, 5)}
+    if still is not None:
+        still_methods, still_true, still_loss = _chained(refiner, still, batch_size, edge_weight)
+        figures["objective"] = round(loss + still_weight * still_loss, 5)
+        figures["still_objective"] = round(still_loss, 5)
+        true_last = float(np.mean(sharpness(still_true[:, -1])))
+        for name, frames in still_methods.items():
+            figures[f"still_{name}_psnr"] = round(pooled_psnr(frames, still_true), 3)
+            figures[f"still_{name}_last_psnr"] = round(pooled_psnr(frames[:, -1], still_true[:, -1]), 3)
+            figures[f"still_{name}_sharpness_ratio_last"] = round(float(np.mean(sharpness(frames[:, -1]))) / true_last, 3)
     true_sharpness = float(np.mean(sharpness(true[:, :16])))
     for name, frames in methods.items():
         figures[f"{name}_h1-16"] = round(pooled_psnr(frames[:, :16], true[:, :16]), 3)
@@ -198,6 +217,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "which blurs: docs/training.md, 'The pixel refiner')")
     parser.add_argument("--walk-zoom", type=float, default=RefinerConfig.walk_zoom,
                         help="the picture's enlargement per tick of walking forward, for the move")
+    parser.add_argument("--still-seeds", nargs="+", default=[], metavar="SEED",
+                        help="world seeds (ints or ranges a-b) of still rollouts trained beside the others: the "
+                             "policy plays, then the player stands still for --still-horizon ticks (a chain of "
+                             "16 never shows what a refiner does to a picture that stops changing)")
+    parser.add_argument("--still-heldout-seeds", nargs="+", default=[], metavar="SEED",
+                        help="world seeds of held-out still rollouts (evaluated; their objective joins the "
+                             "held-out objective that chooses best/)")
+    parser.add_argument("--still-horizon", type=int, default=64, help="still ticks per still rollout")
+    parser.add_argument("--still-batch", type=int, default=4, help="still rollouts per step")
+    parser.add_argument("--still-weight", type=float, default=1.0, help="weight of the still rollouts' objective")
+    parser.add_argument("--init", default=None,
+                        help="refiner checkpoint folder to start from (its shape must match these options)")
     parser.add_argument("--eval-every", type=int, default=100, help="steps between held-out evaluations")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -205,7 +236,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from simulator.eval.cli import parse_options
+    from simulator.eval.cli import parse_options, parse_seeds
+    from simulator.eval.episodes import still_episodes
+    from simulator.eval.pipeline import EvalConfig
     from simulator.rollout.generator import Generator
 
     if args.threads:
@@ -236,19 +269,51 @@ def main(args: argparse.Namespace) -> int:
 
         return _rollouts(out / f"rollouts-{name}.safetensors", meta, make)
 
+    def still_rollouts(seeds: list[str], name: str) -> dict[str, torch.Tensor] | None:
+        if not seeds:
+            return None
+        try:
+            seeds = parse_seeds(seeds)
+        except ValueError as err:
+            raise SystemExit(str(err)) from None
+        warmup = EvalConfig.warmup  # as the evaluation's episodes and probes start
+        meta = {"checkpoint": str(Path(args.checkpoint).resolve()), "still_seeds": json.dumps(seeds),
+                "context": str(args.context), "horizon": str(args.still_horizon), "warmup": str(warmup),
+                "generator": json.dumps({k: v for k, v in generator.describe().items() if k != "refiner"},
+                                        default=str)}
+
+        def make() -> dict[str, torch.Tensor]:
+            episodes = still_episodes(seeds, args.context, args.still_horizon, generator.resolution, warmup=warmup,
+                                      desc=f"{name} engine episodes")
+            return collect(generator, episodes, args.context, args.still_horizon, args.slots, desc=f"{name} rollouts")
+
+        return _rollouts(out / f"rollouts-{name}.safetensors", meta, make)
+
     train = rollouts(args.data, args.starts, args.max_episodes, "train")
     heldout = rollouts(args.heldout, args.heldout_starts, None, "heldout")
+    still_train = still_rollouts(args.still_seeds, "still-train")
+    still_heldout = still_rollouts(args.still_heldout_seeds, "still-heldout")
+    if still_train is not None and len(still_train["decoded"]) < args.still_batch:
+        raise SystemExit(f"--still-batch {args.still_batch} needs at least that many --still-seeds")
     torch.manual_seed(args.seed)
     config = RefinerConfig(width=args.width, blocks=args.blocks, walk_zoom=args.walk_zoom,
                            residual_max=args.residual_max)
     refiner = Refiner(config).to(args.device).train()
+    if args.init:
+        init = Refiner.load(args.init, args.device)
+        if init.config != config:
+            raise SystemExit(f"--init {args.init} holds a refiner {asdict(init.config)}, not the {asdict(config)} "
+                             "these options make (--width, --blocks, --residual-max, --walk-zoom)")
+        refiner.load_state_dict(init.state_dict())
     opt = torch.optim.AdamW(refiner.parameters(), lr=args.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)))
     R = len(train["decoded"])
     rng = np.random.default_rng(args.seed)
     settings = {**{k: v for k, v in vars(args).items() if k != "func"}, "train_rollouts": R,
-                "heldout_rollouts": len(heldout["decoded"]), "world_generator": generator.describe()}
+                "heldout_rollouts": len(heldout["decoded"]), "world_generator": generator.describe(),
+                "still_train_rollouts": 0 if still_train is None else len(still_train["decoded"]),
+                "still_heldout_rollouts": 0 if still_heldout is None else len(still_heldout["decoded"])}
     best, best_score, start = None, math.inf, 1
     resumed = _resume(out / "last", config, refiner, opt, sched, args.device)
     if resumed is not None:
@@ -262,7 +327,8 @@ def main(args: argparse.Namespace) -> int:
 
     def checkpoint(step: int) -> None:
         nonlocal best, best_score
-        figures = {"step": step, **evaluate(refiner, heldout, edge_weight=args.edge_weight)}
+        figures = {"step": step, **evaluate(refiner, heldout, edge_weight=args.edge_weight, still=still_heldout,
+                                            still_weight=args.still_weight)}
         log.write(json.dumps(figures) + "\n")
         log.flush()
         if figures["objective"] < best_score:  # the training objective on the held-out rollouts
@@ -283,6 +349,10 @@ def main(args: argparse.Namespace) -> int:
         idx = torch.from_numpy(rng.choice(R, args.batch_size, replace=False))
         batch = {k: v[idx] for k, v in train.items()}
         loss = objective(chain(refiner, batch), batch["true"][:, 1:], args.edge_weight)
+        if still_train is not None:
+            idx = torch.from_numpy(rng.choice(len(still_train["decoded"]), args.still_batch, replace=False))
+            batch = {k: v[idx] for k, v in still_train.items()}
+            loss = loss + args.still_weight * objective(chain(refiner, batch), batch["true"][:, 1:], args.edge_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(refiner.parameters(), 1.0)
