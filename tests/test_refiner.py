@@ -279,6 +279,8 @@ def test_still_rollouts_train_beside_the_others_and_choose_best(tmp_path):
     assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
     with pytest.raises(SystemExit, match="--still-batch 3 needs"):
         cli_main(args + ["--out", str(tmp_path / "few")] + still + ["--still-batch", "3"])
+    with pytest.raises(SystemExit, match="must be >= 1"):
+        cli_main(args + ["--out", str(tmp_path / "none")] + still + ["--still-batch", "0"])
     with pytest.raises(SystemExit, match="neither an integer"):
         cli_main(args + ["--out", str(tmp_path / "bad")] + ["--still-seeds", "x"])
     with pytest.raises(SystemExit, match="not the"):

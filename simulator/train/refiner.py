@@ -228,7 +228,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--still-batch", type=int, default=4, help="still rollouts per step")
     parser.add_argument("--still-weight", type=float, default=1.0, help="weight of the still rollouts' objective")
     parser.add_argument("--init", default=None,
-                        help="refiner checkpoint folder to start from (its shape must match these options)")
+                        help="refiner checkpoint folder to start from (its shape must match these options; "
+                             "ignored when OUT/last resumes)")
     parser.add_argument("--eval-every", type=int, default=100, help="steps between held-out evaluations")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -289,6 +290,8 @@ def main(args: argparse.Namespace) -> int:
 
         return _rollouts(out / f"rollouts-{name}.safetensors", meta, make)
 
+    if args.still_batch < 1 or args.still_horizon < 1:
+        raise SystemExit(f"--still-batch and --still-horizon must be >= 1, got {args.still_batch}, {args.still_horizon}")
     train = rollouts(args.data, args.starts, args.max_episodes, "train")
     heldout = rollouts(args.heldout, args.heldout_starts, None, "heldout")
     still_train = still_rollouts(args.still_seeds, "still-train")
