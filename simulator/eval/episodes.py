@@ -16,6 +16,7 @@ from tqdm import tqdm
 from simulator.actions import NOOP, Action
 
 POLICY_SEED_OFFSET = 77_000_000  # policy generator seed = world seed + this (not the world's own stream)
+WARMUP = 40  # policy ticks played and dropped before each evaluation episode (2 s: the player gets going)
 
 
 @dataclass

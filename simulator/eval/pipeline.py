@@ -13,7 +13,7 @@ import numpy as np
 from simulator.benchlog import machine_description
 from simulator.eval.camera import camera_following
 from simulator.eval.control import controllability
-from simulator.eval.episodes import engine_episodes
+from simulator.eval.episodes import WARMUP, engine_episodes
 from simulator.eval.fidelity import (action_kind, reconstruct, rollout_fidelity, teacher_forced_fidelity,
                                      tokenizer_fidelity)
 from simulator.eval.idm import InverseDynamics
@@ -29,7 +29,7 @@ PICTURE_HORIZONS: tuple[int, ...] = (1, 8, 32)  # issue 8's picture: true | reco
 @dataclass
 class EvalConfig:
     resolution: tuple[int, int] = (64, 64)  # (H, W) of engine and model frames
-    warmup: int = 40  # policy ticks played and dropped before each episode (2 s: the player gets going)
+    warmup: int = WARMUP  # policy ticks played and dropped before each episode (2 s: the player gets going)
     context: int = 8  # engine frames that prime each stream
     horizon: int = 64  # autoregressive rollout length
     teacher_every: int = 8  # teacher-forced positions: every this many frames after the context

@@ -238,8 +238,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from simulator.eval.cli import parse_options, parse_seeds
-    from simulator.eval.episodes import still_episodes
-    from simulator.eval.pipeline import EvalConfig
+    from simulator.eval.episodes import WARMUP, still_episodes
     from simulator.rollout.generator import Generator
 
     if args.threads:
@@ -255,13 +254,14 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as err:  # an unknown option or a bad value
         raise SystemExit(str(err)) from None
 
+    # what the cached rollouts were made with: they are made without a refiner, so its field says nothing of them
+    made_with = json.dumps({k: v for k, v in generator.describe().items() if k != "refiner"}, default=str)
+
     def rollouts(data_dir: str, starts: int, max_episodes: int | None, name: str) -> dict[str, torch.Tensor]:
         meta = {"checkpoint": str(Path(args.checkpoint).resolve()), "data": str(Path(data_dir).resolve()),
                 "context": str(args.context), "horizon": str(args.horizon), "starts": str(starts),
                 "max_episodes": str(max_episodes),
-                # the rollouts are made without a refiner: its field says nothing about them
-                "generator": json.dumps({k: v for k, v in generator.describe().items() if k != "refiner"},
-                                        default=str)}
+                "generator": made_with}
 
         def make() -> dict[str, torch.Tensor]:
             episodes = [ep for shard in list_shards(data_dir) for ep in read_shard(shard)][:max_episodes]
@@ -277,11 +277,10 @@ def main(args: argparse.Namespace) -> int:
             seeds = parse_seeds(seeds)
         except ValueError as err:
             raise SystemExit(str(err)) from None
-        warmup = EvalConfig.warmup  # as the evaluation's episodes and probes start
+        warmup = WARMUP  # as the evaluation's episodes and probes start
         meta = {"checkpoint": str(Path(args.checkpoint).resolve()), "still_seeds": json.dumps(seeds),
                 "context": str(args.context), "horizon": str(args.still_horizon), "warmup": str(warmup),
-                "generator": json.dumps({k: v for k, v in generator.describe().items() if k != "refiner"},
-                                        default=str)}
+                "generator": made_with}
 
         def make() -> dict[str, torch.Tensor]:
             episodes = still_episodes(seeds, args.context, args.still_horizon, generator.resolution, warmup=warmup,
