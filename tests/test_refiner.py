@@ -285,3 +285,22 @@ def test_still_rollouts_train_beside_the_others_and_choose_best(tmp_path):
         cli_main(args + ["--out", str(tmp_path / "bad")] + ["--still-seeds", "x"])
     with pytest.raises(SystemExit, match="not the"):
         cli_main(args + ["--out", str(tmp_path / "init8"), "--init", str(out / "best"), "--width", "8"])
+
+
+def test_the_adversarial_term_trains_a_discriminator_that_resumes_with_the_run(tmp_path, capsys):
+    _, _, args = _tiny_world(tmp_path)
+    plain = tmp_path / "plain"
+    assert cli_main(args + ["--out", str(plain), "--residual-max", "0.25"]) == 0
+    args = args + ["--residual-max", "0.25", "--adv-weight", "0.5", "--disc-lr", "1e-3"]
+    out = tmp_path / "adv"
+    assert cli_main(args + ["--out", str(out)]) == 0
+    assert (out / "last" / "disc.safetensors").is_file() and (out / "last" / "disc_optim.safetensors").is_file()
+    mine, theirs = (Refiner.load(d / "last").state_dict() for d in (out, plain))
+    assert any(not torch.equal(mine[k], theirs[k]) for k in theirs)  # the term moved the refiner
+    # stopped and resumed, the run ends where the one never stopped does: the discriminator resumes too
+    assert cli_main(args + ["--out", str(tmp_path / "again")]) == 0
+    _interrupted_run_resumes(args, out, tmp_path / "again", capsys)
+    with pytest.raises(SystemExit, match="--adv-weight must be >= 0"):
+        cli_main(args + ["--out", str(tmp_path / "bad"), "--adv-weight", "-1"])
+    # --init takes another --residual-max: the correction is a gain, not a shape
+    assert cli_main(args + ["--out", str(tmp_path / "init"), "--init", str(plain / "best"), "--residual-max", "0.1"]) == 0

@@ -52,6 +52,15 @@ def play_policy(world, seed: int, ticks: int, policy_preset: str = "human") -> t
     return frames, actions
 
 
+def played_world(seed: int, resolution: tuple[int, int], ticks: int, policy_preset: str = "human",
+                 warmup: int = 0) -> tuple[object, np.ndarray, list[Action]]:
+    """A fresh world of `seed` played by the policy for `warmup` + `ticks` ticks -> (the world, left where the
+    play left it, the last `ticks` frames uint8 [ticks, H, W, 3] and their actions; the warmup's are dropped)."""
+    world = make_world(seed, resolution)
+    frames, actions = play_policy(world, seed, warmup + ticks, policy_preset)
+    return world, frames[warmup:], actions[warmup:]
+
+
 def still_episodes(seeds: list[int], context: int, still: int, resolution: tuple[int, int],
                    policy_preset: str = "human", warmup: int = 0, progress: bool = True,
                    desc: str = "still episodes") -> list[EvalEpisode]:
@@ -60,18 +69,14 @@ def still_episodes(seeds: list[int], context: int, still: int, resolution: tuple
     picture settles, a fall or a jump ends, and then it does not change), the probes' stand_still made data."""
     out = []
     for seed in tqdm(seeds, desc=desc, disable=not progress):
-        world = make_world(seed, resolution)
-        frames, actions = play_policy(world, seed, warmup + context, policy_preset)
+        world, frames, actions = played_world(seed, resolution, context, policy_preset, warmup)
         rest = np.stack([world.step(NOOP) for _ in range(still)])
-        out.append(EvalEpisode(np.concatenate([frames[warmup:], rest]), actions[warmup:] + [NOOP] * still, seed))
+        out.append(EvalEpisode(np.concatenate([frames, rest]), actions + [NOOP] * still, seed))
     return out
 
 
 def engine_episodes(seeds: list[int], frames: int, resolution: tuple[int, int], policy_preset: str = "human",
                     warmup: int = 0, progress: bool = True, desc: str = "engine episodes") -> list[EvalEpisode]:
     """One policy episode of `frames` frames per seed, after `warmup` ticks of play that are dropped."""
-    out = []
-    for seed in tqdm(seeds, desc=desc, disable=not progress):
-        f, a = play_policy(make_world(seed, resolution), seed, warmup + frames, policy_preset)
-        out.append(EvalEpisode(f[warmup:], a[warmup:], seed))
-    return out
+    return [EvalEpisode(*played_world(seed, resolution, frames, policy_preset, warmup)[1:], seed)
+            for seed in tqdm(seeds, desc=desc, disable=not progress)]

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from simulator.actions import NOOP, Action
-from simulator.eval.episodes import make_world, play_policy
+from simulator.eval.episodes import played_world
 from simulator.eval.metrics import psnr, sharpness, ssim
 from simulator.eval.predictors import Predictor
 
@@ -90,15 +90,12 @@ def _opening(world, probe: Probe) -> tuple[Action, ...]:
 def run_probe(predictor: Predictor, probe: Probe, seed: int, resolution: tuple[int, int], context: int,
               policy_preset: str = "human", warmup: int = 0) -> dict:
     """One probe from one seed's engine state. Returns the figures and the frames (engine, model: uint8 [S, H, W, 3])."""
-    world = make_world(seed, resolution)
-    frames, actions = play_policy(world, seed, warmup + context, policy_preset)
-    frames, actions = frames[warmup:], actions[warmup:]  # the context: the last `context` policy frames
+    world, frames, actions = played_world(seed, resolution, context, policy_preset, warmup)  # the context
     for _ in range(SETTLE_TICKS):  # stop first, so that the clear-path check sees where the player stands
         world.step(NOOP)
     opening = _opening(world, probe)
     script = opening + probe.actions
-    world = make_world(seed, resolution)  # replay: the engine and the model must see the same ticks
-    play_policy(world, seed, warmup + context, policy_preset)
+    world = played_world(seed, resolution, context, policy_preset, warmup)[0]  # replay: the engine and the model see the same ticks
     engine = np.stack([world.step(a) for a in script])  # [S, H, W, 3]
     predictor.start(0, frames, actions)
     model = np.stack([predictor.step({0: a})[0] for a in script])

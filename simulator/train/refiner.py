@@ -10,7 +10,10 @@
    each step reading what it showed the step before, as a stream does in play; the loss is the mean
    squared error to the engine's frames over the whole chain (PSNR is what evaluation reads), plus
    with `--edge-weight` an edge-energy term (the squared error alone is won by a blur), its gradient
-   through the chain (the refiner learns what its own frames are worth as they age).
+   through the chain (the refiner learns what its own frames are worth as they age). With
+   `--adv-weight` a patch discriminator (tokenizer_losses.PatchDiscriminator) learns beside it to tell
+   its frames from the engine's, and a hinge-GAN term asks the refiner for frames it cannot tell apart:
+   detail, painted through the correction (`--residual-max`), where the decoder's picture is fog.
 3. Every `--eval-every` steps the held-out rollouts are refined and the pooled PSNR by horizon band
    is compared with the decoder's pictures and with the frames the generator showed without a refiner
    (its configured detail carry), with their sharpness: OUT/eval.jsonl; the weights with the lowest
@@ -37,11 +40,11 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from simulator.actions import encode_many
-from simulator.checkpoint import load_optimizer, save_optimizer
+from simulator.checkpoint import load_optimizer, save_optimizer, save_tensors
 from simulator.data.shards import list_shards, read_shard
 from simulator.eval.fidelity import pooled_psnr
 from simulator.eval.metrics import sharpness
-from simulator.models.tokenizer_losses import edge_energy_l1
+from simulator.models.tokenizer_losses import PatchDiscriminator, edge_energy_l1, hinge_d_loss, hinge_g_loss
 from simulator.models.refiner import Refiner, RefinerConfig
 from simulator.train.decoder_pairs import cut_episodes, rollout_latents
 
@@ -215,6 +218,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--edge-weight", type=float, default=0.0,
                         help="weight of the edge-energy term beside the squared error (0: squared error alone, "
                              "which blurs: docs/training.md, 'The pixel refiner')")
+    parser.add_argument("--adv-weight", type=float, default=0.0,
+                        help="weight of a hinge-GAN term: a patch discriminator trained beside the refiner tells "
+                             "its frames from the engine's (0: none). The refiner paints what it lacks through its "
+                             "correction, so give it a --residual-max; best/ is still chosen on the held-out "
+                             "objective, which the term does not enter: read OUT/last too")
+    parser.add_argument("--disc-lr", type=float, default=2e-4, help="the discriminator's learning rate")
     parser.add_argument("--walk-zoom", type=float, default=RefinerConfig.walk_zoom,
                         help="the picture's enlargement per tick of walking forward, for the move")
     parser.add_argument("--still-seeds", nargs="+", default=[], metavar="SEED",
@@ -228,8 +237,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--still-batch", type=int, default=4, help="still rollouts per step")
     parser.add_argument("--still-weight", type=float, default=1.0, help="weight of the still rollouts' objective")
     parser.add_argument("--init", default=None,
-                        help="refiner checkpoint folder to start from (its shape must match these options; "
-                             "ignored when OUT/last resumes)")
+                        help="refiner checkpoint folder to start from (its --width and --blocks must match; "
+                             "--residual-max and --walk-zoom are these options'; ignored when OUT/last resumes)")
     parser.add_argument("--eval-every", type=int, default=100, help="steps between held-out evaluations")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -303,11 +312,17 @@ def main(args: argparse.Namespace) -> int:
     refiner = Refiner(config).to(args.device).train()
     if args.init:
         init = Refiner.load(args.init, args.device)
-        if init.config != config:
-            raise SystemExit(f"--init {args.init} holds a refiner {asdict(init.config)}, not the {asdict(config)} "
-                             "these options make (--width, --blocks, --residual-max, --walk-zoom)")
+        if (init.config.width, init.config.blocks) != (config.width, config.blocks):
+            raise SystemExit(f"--init {args.init} holds a refiner of width {init.config.width} and {init.config.blocks} "
+                             f"blocks, not the {config.width} and {config.blocks} of --width and --blocks")
         refiner.load_state_dict(init.state_dict())
     opt = torch.optim.AdamW(refiner.parameters(), lr=args.lr, weight_decay=0.0)
+    disc = disc_opt = None
+    if args.adv_weight < 0:
+        raise SystemExit(f"--adv-weight must be >= 0, got {args.adv_weight}")
+    if args.adv_weight:
+        disc = PatchDiscriminator().to(args.device).train()
+        disc_opt = torch.optim.AdamW(disc.parameters(), lr=args.disc_lr, betas=(0.5, 0.9))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)))
     R = len(train["decoded"])
@@ -322,6 +337,9 @@ def main(args: argparse.Namespace) -> int:
         start, rng.bit_generator.state = resumed["steps"] + 1, resumed["rng"]
         best, best_score = resumed["best"], resumed["best"]["objective"]
         print(f"resumed {out / 'last'} at step {resumed['steps']} (best held-out objective {best_score:.4f})")
+        if disc is not None and (out / "last" / "disc.safetensors").is_file():
+            disc.load_state_dict(load_file(str(out / "last" / "disc.safetensors"), device=args.device))
+            load_optimizer(disc_opt, out / "last" / "disc_optim", torch.device(args.device))
         if start > args.steps:
             raise SystemExit(f"{out / 'last'} is already at step {start - 1} of --steps {args.steps}: nothing to "
                              "train (a larger --steps trains on)")
@@ -339,6 +357,9 @@ def main(args: argparse.Namespace) -> int:
         # OUT/last last: a run stopped between the two saves resumes from the step before, best/ intact
         (out / "last").mkdir(parents=True, exist_ok=True)
         save_optimizer(opt, out / "last" / "optim")
+        if disc is not None:
+            save_tensors(disc.state_dict(), out / "last" / "disc.safetensors")
+            save_optimizer(disc_opt, out / "last" / "disc_optim")
         refiner.save(out / "last", dtype=None, extra={
             "steps": step, "figures": figures, "train": settings, "best": best,
             "resume": {"schedule": sched.state_dict(), "rng": rng.bit_generator.state}})
@@ -350,18 +371,35 @@ def main(args: argparse.Namespace) -> int:
     for step in bar:
         idx = torch.from_numpy(rng.choice(R, args.batch_size, replace=False))
         batch = {k: v[idx] for k, v in train.items()}
-        loss = objective(chain(refiner, batch), batch["true"][:, 1:], args.edge_weight)
+        frames = chain(refiner, batch)
+        loss = objective(frames, batch["true"][:, 1:], args.edge_weight)
+        judged = [(frames, batch["true"][:, 1:])]
         if still_train is not None:
             idx = torch.from_numpy(rng.choice(len(still_train["decoded"]), args.still_batch, replace=False))
             batch = {k: v[idx] for k, v in still_train.items()}
-            loss = loss + args.still_weight * objective(chain(refiner, batch), batch["true"][:, 1:], args.edge_weight)
+            frames = chain(refiner, batch)
+            loss = loss + args.still_weight * objective(frames, batch["true"][:, 1:], args.edge_weight)
+            every = max(1, frames.shape[1] // args.horizon)  # as many judged frames per still rollout as per moving one
+            judged.append((frames[:, every - 1::every], batch["true"][:, every::every]))
+        if disc is not None:
+            fake = torch.cat([f.flatten(0, 1) for f, _ in judged])
+            real = torch.cat([to_unit(t).flatten(0, 1) for _, t in judged])
+            d_loss = hinge_d_loss(disc(real), disc(fake.detach()))
+            disc_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            disc_opt.step()
+            disc.requires_grad_(False)
+            g_adv = hinge_g_loss(disc(fake))
+            disc.requires_grad_(True)
+            loss = loss + args.adv_weight * g_adv
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(refiner.parameters(), 1.0)
         opt.step()
         sched.step()
         loss_value = loss.item()
-        bar.set_postfix(loss=f"{loss_value:.4f}", best=best_score)
+        bar.set_postfix(loss=f"{loss_value:.4f}", best=best_score,
+                        **({} if disc is None else {"d": f"{d_loss.item():.3f}", "g_adv": f"{g_adv.item():.3f}"}))
         if step % args.eval_every == 0 or step == args.steps:
             checkpoint(step)
     log.close()
