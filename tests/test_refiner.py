@@ -152,15 +152,16 @@ def test_training_beats_the_decoder_where_the_last_frame_holds():
     assert after["refiner_h1-4"] > after["decoded_h1-4"] + 3.0
 
 
-def _interrupted_run_resumes(args, whole, out, capsys):
+def _interrupted_run_resumes(args, whole, out, capsys, objectives_per_step: int = 1):
     """A run stopped after its first checkpoint, given the same command again, ends with the weights of the
-    run that was never stopped (the optimizer, the schedule and the rollouts' draw resume with it)."""
+    run that was never stopped (the optimizer, the schedule and the rollouts' draw resume with it).
+    `objectives_per_step`: the training objectives a step computes (2 with still rollouts)."""
     shutil.rmtree(out / "last"), shutil.rmtree(out / "best"), (out / "eval.jsonl").unlink()
     real, calls = train_refiner.objective, []
 
     def stops_at_step_3(*a, **k):
         calls.append(torch.is_grad_enabled())  # evaluation runs it too, without gradients
-        if sum(calls) == 3:
+        if sum(calls) == 2 * objectives_per_step + 1:  # in step 3
             raise KeyboardInterrupt
         return real(*a, **k)
 
@@ -252,11 +253,13 @@ def test_still_episodes_are_the_policys_play_then_a_player_standing_still():
         assert np.array_equal(ep.frames[-1], ep.frames[-2])  # settled: the engine's picture no longer changes
 
 
-def test_still_rollouts_train_beside_the_others_and_choose_best(tmp_path):
+def test_still_rollouts_train_beside_the_others_and_choose_best(tmp_path, capsys):
     _, _, args = _tiny_world(tmp_path)
     out = tmp_path / "still"
     still = ["--still-seeds", "3-4", "--still-heldout-seeds", "5", "--still-horizon", "6", "--still-batch", "2"]
     assert cli_main(args + ["--out", str(out)] + still) == 0
+    assert cli_main(args + ["--out", str(tmp_path / "again")] + still) == 0
+    _interrupted_run_resumes(args + still, out, tmp_path / "again", capsys, objectives_per_step=2)
     assert (out / "rollouts-still-train.safetensors").is_file() and (out / "rollouts-still-heldout.safetensors").is_file()
     figures = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
     for f in figures:
