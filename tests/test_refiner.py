@@ -307,3 +307,49 @@ def test_the_adversarial_term_trains_a_discriminator_that_resumes_with_the_run(t
         cli_main(args + ["--out", str(tmp_path / "bad"), "--adv-weight", "-1"])
     # --init takes another --residual-max: the correction is a gain, not a shape
     assert cli_main(args + ["--out", str(tmp_path / "init"), "--init", str(plain / "best"), "--residual-max", "0.1"]) == 0
+
+
+def test_shift_pixels_samples_each_pixel_at_its_shifted_place():
+    from simulator.models.refiner import shift_pixels
+
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    shift = torch.zeros(2, 2, 8, 8)
+    assert torch.allclose(shift_pixels(images, shift, "zeros"), images)
+    shift[:, 0] = 1.0  # one pixel right of each pixel: the picture moves one pixel left
+    out = shift_pixels(images, shift, "zeros")
+    assert torch.allclose(out[..., :-1], images[..., 1:]) and (out[..., -1] == 0).all()
+    shift[:, 0], shift[:, 1] = 0.0, -0.5  # half a pixel up: the mean of the two rows
+    assert torch.allclose(shift_pixels(images, shift, "border")[:, :, 1:], (images[:, :, 1:] + images[:, :, :-1]) / 2)
+
+
+def test_a_refiner_learns_the_shift_the_move_does_not_make():
+    """A texture that slides one pixel a tick with no turn or walk (the move knows nothing of it), its decoder
+    blurred: only a refiner with the shift field can carry the last frame's detail along."""
+    torch.manual_seed(0)
+    R, H, S = 6, 4, 16
+    texture = torch.randint(0, 256, (R, S, S + H + 1, 3), dtype=torch.uint8)
+    true = torch.stack([texture[:, :, t:t + S] for t in range(H + 1)], dim=1)  # [R, H + 1, S, S, 3]
+    unit = train_refiner.to_unit(true)
+    blurred = torch.nn.functional.avg_pool2d(unit[:, 1:].flatten(0, 1), 5, 1, 2).unflatten(0, (R, H))
+    camera, buttons = _still(R * H)
+    data = {"decoded": blurred.half(), "first_decoded": torch.nn.functional.avg_pool2d(unit[:, 0], 5, 1, 2).half(),
+            "true": true, "shown": true, "buttons": buttons.reshape(R, H, -1), "camera": camera.reshape(R, H, 2)}
+    scores = {}
+    for flow in (0.0, 2.0):
+        torch.manual_seed(0)
+        refiner = Refiner(RefinerConfig(width=4, blocks=1, residual_max=0.0, flow_max=flow))
+        opt = torch.optim.Adam(refiner.parameters(), lr=1e-2)
+        for _ in range(60):
+            loss = (train_refiner.chain(refiner, data) - unit[:, 1:]).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        scores[flow] = train_refiner.evaluate(refiner, data)["refiner_h1-4"]
+    assert scores[2.0] > scores[0.0] + 3.0, scores
+    # its weights are the same refiner's plus the field's: one without it starts one with it, shifting nothing
+    plain = Refiner(RefinerConfig(width=4, blocks=1))
+    flowing = Refiner(RefinerConfig(width=4, blocks=1, flow_max=2.0))
+    assert flowing.load_state_dict(plain.state_dict(), strict=False).missing_keys == ["flow.weight", "flow.bias"]
+    args = (data["decoded"][:, 0].float(), unit[:, 0], data["first_decoded"].float(), data["camera"][:, 0],
+            data["buttons"][:, 0])
+    assert torch.allclose(flowing(*args), plain(*args), atol=1e-6)

@@ -16,7 +16,10 @@ the last shown frame had beyond the last decoded one, moved (the hand-tuned `det
 `GeneratorConfig` is this with a fixed gate). Weights and r come from a small convolutional network
 (full resolution, then 1/2 and 1/4 for reach) that reads the decoded picture, the moved last shown
 frame, the moved last decoded picture (where the decoder's own picture changed, the world did),
-where the move left pixels unknown, and the tick's action (turn, walk, jump, attack). It is recurrent through what it showed:
+where the move left pixels unknown, and the tick's action (turn, walk, jump, attack). With `flow_max` it also
+shifts the moved pictures, pixel by pixel, by a smooth field it draws at 1/4 resolution (at most `flow_max`
+pixels): the turn and walk move the whole picture alike, but walking, near things move more than far ones.
+It is recurrent through what it showed:
 `patchworld train-refiner` trains it on the world model's own rollouts, chained over the whole
 horizon, so that it learns what its own frames are worth as they age. It changes only what is
 shown: the world model's latents, and so its dynamics, are untouched.
@@ -49,12 +52,25 @@ class RefinerConfig:
     fov: float = ENGINE_FOV_DEG  # the warp's field of view (the engine's)
     walk_zoom: float = 0.015  # the picture's enlargement per tick of walking forward (camera_warp.walk_scale)
     residual_max: float = 0.25  # |r| <= this, [-1, 1] units: the refiner corrects, the decoder draws
+    flow_max: float = 0.0  # |shift| <= this many pixels, per axis, on top of the move; 0 = none (and no weights for it)
 
     def __post_init__(self) -> None:
         if self.width < 1 or self.blocks < 0:
             raise ValueError(f"refiner width must be >= 1 and blocks >= 0, got {self.width}, {self.blocks}")
         if not 0.0 <= self.walk_zoom < 0.5:
             raise ValueError(f"walk_zoom is a per-tick enlargement within [0, 0.5), got {self.walk_zoom}")
+        if self.flow_max < 0:
+            raise ValueError(f"flow_max is a largest shift in pixels, >= 0, got {self.flow_max}")
+
+
+def shift_pixels(images: torch.Tensor, shift: torch.Tensor, padding: str) -> torch.Tensor:
+    """images [N, C, H, W] sampled at each pixel's position plus shift [N, 2, H, W] (x, y; pixels), bilinearly."""
+    N, _, H, W = images.shape
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=shift.dtype, device=shift.device),
+                            torch.arange(W, dtype=shift.dtype, device=shift.device), indexing="ij")
+    x = (xs + 0.5 + shift[:, 0]) * (2.0 / W) - 1.0  # align_corners=False: pixel centres at (i + 0.5) / size
+    y = (ys + 0.5 + shift[:, 1]) * (2.0 / H) - 1.0
+    return F.grid_sample(images, torch.stack([x, y], dim=-1), mode="bilinear", padding_mode=padding, align_corners=False)
 
 
 class _Block(nn.Module):
@@ -79,6 +95,10 @@ class Refiner(nn.Module):
         self.up2 = nn.Conv2d(2 * c, 2 * c, 3, padding=1)
         self.up1 = nn.Conv2d(2 * c, c, 3, padding=1)
         self.out = nn.Conv2d(c, 6, 3, padding=1)  # logits of (decoded, moved, decoded + moved detail), residual RGB
+        if config.flow_max:  # the shift field (x, y), drawn at 1/4 resolution: smooth, as the parallax of a walk is
+            self.flow = nn.Conv2d(2 * c, 2, 3, padding=1)
+            nn.init.zeros_(self.flow.weight)
+            nn.init.zeros_(self.flow.bias)
         nn.init.zeros_(self.out.weight)
         with torch.no_grad():  # starts mostly as the decoder's picture plus the moved detail (detail carry)
             self.out.bias.copy_(torch.tensor([0.0, -2.0, 2.0, 0.0, 0.0, 0.0]))
@@ -116,6 +136,11 @@ class Refiner(nn.Module):
         half = F.gelu(self.up2(F.interpolate(quarter, scale_factor=2.0, mode="nearest"))) + half
         full = F.gelu(self.up1(F.interpolate(half, scale_factor=2.0, mode="nearest"))) + full
         logits, residual = self.out(full).split([3, 3], dim=1)
+        if self.config.flow_max:
+            shift = F.interpolate(self.config.flow_max * torch.tanh(self.flow(quarter)), size=(H, W), mode="bilinear",
+                                  align_corners=False)
+            moved, known = shift_pixels(moved, shift, "zeros"), shift_pixels(known, shift, "zeros")
+            moved_decoded = shift_pixels(moved_decoded, shift, "border")
         # the moved pictures only where the whole bilinear footprint was in view
         unknown = (known <= 0.999).to(logits.dtype) * self.unknown_logits.to(logits.dtype)[:, None, None]
         a, b, c = torch.softmax(logits + unknown, dim=1).split(1, dim=1)

@@ -224,6 +224,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "correction, so give it a --residual-max; best/ is still chosen on the held-out "
                              "objective, which the term does not enter: read OUT/last too")
     parser.add_argument("--disc-lr", type=float, default=2e-4, help="the discriminator's learning rate")
+    parser.add_argument("--flow-max", type=float, default=RefinerConfig.flow_max,
+                        help="largest shift, in pixels, the refiner may add to the moved last frame, pixel by pixel "
+                             "(0: the turn and walk's move alone)")
     parser.add_argument("--walk-zoom", type=float, default=RefinerConfig.walk_zoom,
                         help="the picture's enlargement per tick of walking forward, for the move")
     parser.add_argument("--still-seeds", nargs="+", default=[], metavar="SEED",
@@ -238,7 +241,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--still-weight", type=float, default=1.0, help="weight of the still rollouts' objective")
     parser.add_argument("--init", default=None,
                         help="refiner checkpoint folder to start from (its --width and --blocks must match; "
-                             "--residual-max and --walk-zoom are these options'; ignored when OUT/last resumes)")
+                             "--residual-max, --walk-zoom and --flow-max are these options'; ignored when OUT/last "
+                             "resumes)")
     parser.add_argument("--eval-every", type=int, default=100, help="steps between held-out evaluations")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -308,14 +312,17 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"--still-batch {args.still_batch} needs at least that many --still-seeds")
     torch.manual_seed(args.seed)
     config = RefinerConfig(width=args.width, blocks=args.blocks, walk_zoom=args.walk_zoom,
-                           residual_max=args.residual_max)
+                           residual_max=args.residual_max, flow_max=args.flow_max)
     refiner = Refiner(config).to(args.device).train()
     if args.init:
         init = Refiner.load(args.init, args.device)
         if (init.config.width, init.config.blocks) != (config.width, config.blocks):
             raise SystemExit(f"--init {args.init} holds a refiner of width {init.config.width} and {init.config.blocks} "
                              f"blocks, not the {config.width} and {config.blocks} of --width and --blocks")
-        refiner.load_state_dict(init.state_dict())
+        # a refiner without the shift field starts one that has it: the field starts at zero, no shift
+        missing, unexpected = refiner.load_state_dict(init.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("flow.") for k in missing):
+            raise SystemExit(f"--init {args.init}: its weights do not fit these options ({missing + unexpected})")
     opt = torch.optim.AdamW(refiner.parameters(), lr=args.lr, weight_decay=0.0)
     disc = disc_opt = None
     if args.adv_weight < 0:
