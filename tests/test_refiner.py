@@ -323,15 +323,16 @@ def test_shift_pixels_samples_each_pixel_at_its_shifted_place():
 
 
 def test_a_refiner_learns_the_shift_the_move_does_not_make():
-    """A texture that slides one pixel a tick with no turn or walk (the move knows nothing of it), its decoder
-    blurred: only a refiner with the shift field can carry the last frame's detail along."""
+    """A texture that slides one pixel a tick as the player steps sideways (the move knows only turns and
+    walking forward), its decoder blurred: only a refiner with the shift field carries the last frame's detail along."""
     torch.manual_seed(0)
     R, H, S = 6, 4, 16
     texture = torch.randint(0, 256, (R, S, S + H + 1, 3), dtype=torch.uint8)
     true = torch.stack([texture[:, :, t:t + S] for t in range(H + 1)], dim=1)  # [R, H + 1, S, S, 3]
     unit = train_refiner.to_unit(true)
     blurred = torch.nn.functional.avg_pool2d(unit[:, 1:].flatten(0, 1), 5, 1, 2).unflatten(0, (R, H))
-    camera, buttons = _still(R * H)
+    hot, cam = encode_many([Action(left=True)] * (R * H))
+    camera, buttons = torch.from_numpy(cam), torch.from_numpy(hot)
     data = {"decoded": blurred.half(), "first_decoded": torch.nn.functional.avg_pool2d(unit[:, 0], 5, 1, 2).half(),
             "true": true, "shown": true, "buttons": buttons.reshape(R, H, -1), "camera": camera.reshape(R, H, 2)}
     scores = {}
@@ -350,6 +351,16 @@ def test_a_refiner_learns_the_shift_the_move_does_not_make():
     plain = Refiner(RefinerConfig(width=4, blocks=1))
     flowing = Refiner(RefinerConfig(width=4, blocks=1, flow_max=2.0))
     assert flowing.load_state_dict(plain.state_dict(), strict=False).missing_keys == ["flow.weight", "flow.bias"]
-    args = (data["decoded"][:, 0].float(), unit[:, 0], data["first_decoded"].float(), data["camera"][:, 0],
-            data["buttons"][:, 0])
+    cam, hot = _still(R)
+    args = (data["decoded"][:, 0].float(), unit[:, 0], data["first_decoded"].float(), cam, hot)
     assert torch.allclose(flowing(*args), plain(*args), atol=1e-6)
+    assert torch.allclose(flowing(*args[:3], data["camera"][:, 0], data["buttons"][:, 0]),
+                          plain(*args[:3], data["camera"][:, 0], data["buttons"][:, 0]), atol=1e-6)
+    # the field works where the player moves: standing still, even a field that shifts shifts nothing
+    with torch.no_grad():
+        flowing.flow.bias.fill_(1.0)
+    assert torch.allclose(flowing(*args), plain(*args), atol=1e-6)
+    walk, turn = (encode_many([a] * R) for a in (Action(forward=True), Action(yaw=5.0)))
+    for hot, cam in (walk, turn):
+        moved_args = (*args[:3], torch.from_numpy(cam), torch.from_numpy(hot))
+        assert not torch.allclose(flowing(*moved_args), plain(*moved_args), atol=1e-3)

@@ -19,6 +19,8 @@ frame, the moved last decoded picture (where the decoder's own picture changed, 
 where the move left pixels unknown, and the tick's action (turn, walk, jump, attack). With `flow_max` it also
 shifts the moved pictures, pixel by pixel, by a smooth field it draws at 1/4 resolution (at most `flow_max`
 pixels): the turn and walk move the whole picture alike, but walking, near things move more than far ones.
+The field works only on ticks where the player walks, jumps or turns: a still picture is left as it is (a
+sub-pixel shift resamples it, and every tick's would blur it a little more).
 It is recurrent through what it showed:
 `patchworld train-refiner` trains it on the world model's own rollouts, chained over the whole
 horizon, so that it learns what its own frames are worth as they age. It changes only what is
@@ -41,6 +43,7 @@ from simulator.models.camera_warp import ENGINE_FOV_DEG, walk_scale, warp_by_cam
 KIND = "refiner"
 # the action channels the refiner reads (besides the turn): what moves or changes the picture
 ACTION_KEYS = ("forward", "back", "left", "right", "jump", "sprint", "sneak", "attack")
+MOVE_KEYS = ("forward", "back", "left", "right", "jump")  # the buttons that move the player (the shift field's ticks)
 IMAGE_CHANNELS = 3 + 3 + 3 + 1  # decoded, moved shown, moved last decoded, known-pixel mask
 INPUT_CHANNELS = IMAGE_CHANNELS + 2 + len(ACTION_KEYS)
 
@@ -103,6 +106,7 @@ class Refiner(nn.Module):
         with torch.no_grad():  # starts mostly as the decoder's picture plus the moved detail (detail carry)
             self.out.bias.copy_(torch.tensor([0.0, -2.0, 2.0, 0.0, 0.0, 0.0]))
         self.register_buffer("action_index", torch.tensor([BUTTONS.index(k) for k in ACTION_KEYS]), persistent=False)
+        self.register_buffer("move_index", torch.tensor([BUTTONS.index(k) for k in MOVE_KEYS]), persistent=False)
         # added to the three pictures' logits where the move brought in unknown pixels: the decoded picture only
         self.register_buffer("unknown_logits", torch.tensor([0.0, -1e4, -1e4]), persistent=False)
         self.register_buffer("camera_degrees", torch.tensor(CAMERA_BIN_CENTERS, dtype=torch.float32), persistent=False)
@@ -139,6 +143,8 @@ class Refiner(nn.Module):
         if self.config.flow_max:
             shift = F.interpolate(self.config.flow_max * torch.tanh(self.flow(quarter)), size=(H, W), mode="bilinear",
                                   align_corners=False)
+            moves = (buttons[:, self.move_index] > 0).any(dim=1) | (self.camera_degrees[camera] != 0).any(dim=1)
+            shift = shift * moves.to(shift.dtype)[:, None, None, None]  # standing still: no shift
             moved, known = shift_pixels(moved, shift, "zeros"), shift_pixels(known, shift, "zeros")
             moved_decoded = shift_pixels(moved_decoded, shift, "border")
         # the moved pictures only where the whole bilinear footprint was in view
