@@ -225,8 +225,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "objective, which the term does not enter: read OUT/last too")
     parser.add_argument("--disc-lr", type=float, default=2e-4, help="the discriminator's learning rate")
     parser.add_argument("--flow-max", type=float, default=RefinerConfig.flow_max,
-                        help="largest shift, in pixels, the refiner may add to the moved last frame, pixel by pixel "
-                             "(0: the turn and walk's move alone)")
+                        help="largest shift, in pixels, the refiner may add to the moved last frame, pixel by pixel, "
+                             "on ticks where the player walks, jumps or turns (0: the turn and walk's move alone)")
     parser.add_argument("--walk-zoom", type=float, default=RefinerConfig.walk_zoom,
                         help="the picture's enlargement per tick of walking forward, for the move")
     parser.add_argument("--still-seeds", nargs="+", default=[], metavar="SEED",
