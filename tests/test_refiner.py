@@ -314,12 +314,12 @@ def test_shift_pixels_samples_each_pixel_at_its_shifted_place():
 
     images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
     shift = torch.zeros(2, 2, 8, 8)
-    assert torch.allclose(shift_pixels(images, shift, "zeros"), images)
+    assert torch.allclose(shift_pixels(shift, (images, "zeros"))[0], images)
     shift[:, 0] = 1.0  # one pixel right of each pixel: the picture moves one pixel left
-    out = shift_pixels(images, shift, "zeros")
-    assert torch.allclose(out[..., :-1], images[..., 1:]) and (out[..., -1] == 0).all()
+    out, ones = shift_pixels(shift, (images, "zeros"), (torch.ones_like(images[:, :1]), "border"))
+    assert torch.allclose(out[..., :-1], images[..., 1:]) and (out[..., -1] == 0).all() and (ones == 1).all()
     shift[:, 0], shift[:, 1] = 0.0, -0.5  # half a pixel up: the mean of the two rows
-    assert torch.allclose(shift_pixels(images, shift, "border")[:, :, 1:], (images[:, :, 1:] + images[:, :, :-1]) / 2)
+    assert torch.allclose(shift_pixels(shift, (images, "border"))[0][:, :, 1:], (images[:, :, 1:] + images[:, :, :-1]) / 2)
 
 
 def test_a_refiner_learns_the_shift_the_move_does_not_make():

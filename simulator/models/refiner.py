@@ -66,14 +66,17 @@ class RefinerConfig:
             raise ValueError(f"flow_max is a largest shift in pixels, >= 0, got {self.flow_max}")
 
 
-def shift_pixels(images: torch.Tensor, shift: torch.Tensor, padding: str) -> torch.Tensor:
-    """images [N, C, H, W] sampled at each pixel's position plus shift [N, 2, H, W] (x, y; pixels), bilinearly."""
-    N, _, H, W = images.shape
+def shift_pixels(shift: torch.Tensor, *pictures: tuple[torch.Tensor, str]) -> list[torch.Tensor]:
+    """Each picture [N, C, H, W] (with its grid_sample padding) sampled at each pixel's position plus shift
+    [N, 2, H, W] (x, y; pixels), bilinearly: one sampling grid for them all."""
+    _, _, H, W = shift.shape
     ys, xs = torch.meshgrid(torch.arange(H, dtype=shift.dtype, device=shift.device),
                             torch.arange(W, dtype=shift.dtype, device=shift.device), indexing="ij")
     x = (xs + 0.5 + shift[:, 0]) * (2.0 / W) - 1.0  # align_corners=False: pixel centres at (i + 0.5) / size
     y = (ys + 0.5 + shift[:, 1]) * (2.0 / H) - 1.0
-    return F.grid_sample(images, torch.stack([x, y], dim=-1), mode="bilinear", padding_mode=padding, align_corners=False)
+    grid = torch.stack([x, y], dim=-1)
+    return [F.grid_sample(images, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+            for images, padding in pictures]
 
 
 class _Block(nn.Module):
@@ -145,8 +148,8 @@ class Refiner(nn.Module):
                                   align_corners=False)
             moves = (buttons[:, self.move_index] > 0).any(dim=1) | (self.camera_degrees[camera] != 0).any(dim=1)
             shift = shift * moves.to(shift.dtype)[:, None, None, None]  # standing still: no shift
-            moved, known = shift_pixels(moved, shift, "zeros"), shift_pixels(known, shift, "zeros")
-            moved_decoded = shift_pixels(moved_decoded, shift, "border")
+            moved, known, moved_decoded = shift_pixels(shift, (moved, "zeros"), (known, "zeros"),
+                                                       (moved_decoded, "border"))
         # the moved pictures only where the whole bilinear footprint was in view
         unknown = (known <= 0.999).to(logits.dtype) * self.unknown_logits.to(logits.dtype)[:, None, None]
         a, b, c = torch.softmax(logits + unknown, dim=1).split(1, dim=1)
