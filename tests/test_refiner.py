@@ -129,6 +129,17 @@ def test_play_shows_the_frames_training_chains():
     assert not np.array_equal(plain.step({0: episodes[0].actions[4]})[0], trained[0, 0])  # the refiner did something
 
 
+def _fit(refiner: Refiner, data: dict[str, torch.Tensor], steps: int) -> None:
+    """`steps` Adam steps (lr 1e-2) of the chain's squared error to the engine's frames."""
+    opt = torch.optim.Adam(refiner.parameters(), lr=1e-2)
+    target = train_refiner.to_unit(data["true"][:, 1:])
+    for _ in range(steps):
+        loss = (train_refiner.chain(refiner, data) - target).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 def test_training_beats_the_decoder_where_the_last_frame_holds():
     """A still world whose decoder loses detail: the refiner learns to keep showing the last frame."""
     torch.manual_seed(0)
@@ -141,12 +152,7 @@ def test_training_beats_the_decoder_where_the_last_frame_holds():
             "shown": true, "buttons": buttons.reshape(R, H, -1), "camera": camera.reshape(R, H, 2)}
     refiner = Refiner(RefinerConfig(width=4, blocks=1))
     before = train_refiner.evaluate(refiner, data)
-    opt = torch.optim.Adam(refiner.parameters(), lr=1e-2)
-    for _ in range(40):
-        loss = (train_refiner.chain(refiner, data) - unit[:, 1:]).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _fit(refiner, data, 40)
     after = train_refiner.evaluate(refiner, data)
     assert after["refiner_h1-4"] > before["refiner_h1-4"] + 3.0
     assert after["refiner_h1-4"] > after["decoded_h1-4"] + 3.0
@@ -339,12 +345,7 @@ def test_a_refiner_learns_the_shift_the_move_does_not_make():
     for flow in (0.0, 2.0):
         torch.manual_seed(0)
         refiner = Refiner(RefinerConfig(width=4, blocks=1, residual_max=0.0, flow_max=flow))
-        opt = torch.optim.Adam(refiner.parameters(), lr=1e-2)
-        for _ in range(60):
-            loss = (train_refiner.chain(refiner, data) - unit[:, 1:]).pow(2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        _fit(refiner, data, 60)
         scores[flow] = train_refiner.evaluate(refiner, data)["refiner_h1-4"]
     assert scores[2.0] > scores[0.0] + 3.0, scores
     # its weights are the same refiner's plus the field's: one without it starts one with it, shifting nothing
