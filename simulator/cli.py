@@ -28,6 +28,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval-sweep": ("simulator.train.world_eval",
                    "quick held-out figures of a world model from shards, comparing generator settings"),
     "eval-compare": ("simulator.eval.compare", "headline figures of several evaluations side by side (mean over seeds)"),
+    "device-session": ("simulator.device_session",
+                       "a lent GPU machine's visit in one command: kernel tests and benchmarks, data, training"),
+    "device-fetch": ("simulator.device_fetch", "turn what a device session sent back into a checkpoint folder"),
     "bench": ("simulator.bench", "speed benchmarks (world, tokenizer, attention, rollout, latency, train)"),
 }
 

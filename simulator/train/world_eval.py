@@ -18,9 +18,9 @@ import itertools
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-import imageio.v2 as imageio
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from simulator.actions import Action, from_arrays
 from simulator.benchlog import add_record_arguments, markdown_table, record
@@ -161,8 +161,14 @@ def evaluate(model: DiT, tokenizer: Tokenizer, clips: EvalClips, gen_config: Gen
     return figures, rollout
 
 
-def save_video(path: str | Path, true: np.ndarray, generated: np.ndarray, scale: int = 2, fps: int = 20) -> Path:
-    """An mp4 of true (top) over generated (bottom) frames, clips side by side: [K, T, H, W, 3] each."""
+def save_video(path: str | Path, true: np.ndarray, generated: np.ndarray, scale: int = 2, fps: int = 20) -> Path | None:
+    """An mp4 of true (top) over generated (bottom) frames, clips side by side: [K, T, H, W, 3] each.
+    None, with a note, where imageio is not installed (a bare GPU box trains without it)."""
+    try:
+        import imageio.v2 as imageio
+    except ImportError:
+        tqdm.write(f"note: no imageio here, so no sample video ({path})")
+        return None
     K, T, H, W, _ = generated.shape
     grid = np.concatenate([true[:, -T:], generated], axis=2)  # [K, T, 2H, W, 3]
     grid = np.concatenate(list(grid), axis=2)  # [T, 2H, K*W, 3]
