@@ -311,6 +311,27 @@ def _pack_phase(visit: Visit, export: Path) -> None:
                    f"too big: {too_big or 'none'}")
 
 
+def weights_fit_the_way_back(preset: str, train_args: str) -> tuple[bool, str]:
+    """Whether the `preset` world model's bf16 weights (with --depth / --mlp-ratio from train_args) come back in
+    the parts the way back leaves room for (MAX_FILES_BACK less session.json, session.log, the benchmark's
+    rows and config.json), and a line that says its size. Asked before the visit spends its minutes."""
+    probe = ("import sys\nfrom simulator.train.world_trainer import TRAIN_PRESETS\nfrom simulator.models.dit import "
+             "build_dit\nkw = dict(a.split('=') for a in sys.argv[2:])\nkw = {k: (float if k == 'mlp_ratio' else "
+             "int)(v) for k, v in kw.items()}\nm = build_dit(TRAIN_PRESETS[sys.argv[1]].model, latent_channels=8, **kw)"
+             "\nprint(sum(p.numel() for p in m.parameters()))\n")
+    tokens = shlex.split(train_args)
+    sizes = [f"{flag[2:].replace('-', '_')}={tokens[i + 1]}" for i, flag in enumerate(tokens[:-1])
+             if flag in ("--depth", "--mlp-ratio")]
+    result = subprocess.run(_python("-c", probe, preset, *sizes), capture_output=True, text=True, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    if result.returncode:
+        raise SystemExit(f"--preset {preset}: cannot build its model ({result.stderr.strip().splitlines()[-1]})")
+    params = int(result.stdout.split()[-1])
+    room = (MAX_FILES_BACK - 4) * PART_BYTES
+    line = f"{params / 1e6:.1f} M parameters, {2 * params / 2**20:.0f} MiB in bf16 (room for {room / 2**20:.0f} MiB)"
+    return 2 * params <= room, line
+
+
 def prepare_wheels() -> int:
     """Download pytest and what it needs as wheels into .whl/ (run here, where a package registry is reachable)."""
     WHEELS.mkdir(exist_ok=True)
@@ -336,7 +357,14 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"--minutes {args.minutes} must be positive")
     if not Path(args.tokenizer).is_dir():
         raise SystemExit(f"no tokenizer checkpoint at {args.tokenizer}")
+    if "train" not in skip:
+        fits, size = weights_fit_the_way_back(args.preset, args.train_args)
+        if not fits:
+            raise SystemExit(f"--preset {args.preset}: {size}: its weights could not come back from the device "
+                             "machine (8 files of at most 16 MiB); train a smaller model")
     visit = Visit(Path(args.out), args.minutes)
+    if "train" not in skip:
+        visit.record["model_size"] = size
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="device-session-"))
     work.mkdir(parents=True, exist_ok=True)
     visit.record.update(command=shlex.join(sys.argv), work=str(work))

@@ -78,7 +78,10 @@ def test_a_dry_visit_collects_trains_packs_and_comes_back_as_a_checkpoint(tmp_pa
         cli_main(["device-fetch", str(out), "--out", str(tmp_path / "f2"), "--tokenizer", str(other)])
 
 
-def test_unknown_phases_and_a_missing_out_are_refused(tmp_path):
+def test_unknown_phases_a_missing_out_and_weights_too_big_to_come_back_are_refused(tmp_path):
+    with pytest.raises(SystemExit, match="could not come back"):  # the gpu preset: ~77 M parameters, ~147 MiB
+        cli_main(["device-session", "--out", str(tmp_path), "--preset", "gpu"])
+    assert not (tmp_path / "session.json").exists()  # refused before the visit began
     with pytest.raises(SystemExit, match="unknown phases"):
         cli_main(["device-session", "--out", str(tmp_path), "--skip", "kernel"])
     with pytest.raises(SystemExit, match="--out is required"):
