@@ -1,13 +1,15 @@
 """The one attention API of the world model: block-causal training attention and cached streaming.
 
-`backend` picks the implementation: None = auto (Triton on CUDA, PyTorch SDPA elsewhere), or
-"triton", "torch", "reference" to force one (tests compare them). Semantics are in
+`backend` picks the implementation: None = auto (Triton on CUDA, PyTorch SDPA elsewhere, or what the
+environment variable PATCHWORLD_ATTENTION names: how a run on a GPU whose Triton kernels failed their
+tests keeps training), or "triton", "torch", "reference" to force one (tests compare them). Semantics are in
 docs/CONTRACTS.md and docs/kernels.md; a query that sees no key (padding after the last packed
 clip) gets a zero output.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from torch import Tensor
@@ -17,11 +19,14 @@ from kernels.layout import check_qkv, layout_key
 BACKENDS = ("triton", "torch", "reference")
 
 
+ENV_BACKEND = "PATCHWORLD_ATTENTION"
+
+
 def _pick(backend: str | None, q: Tensor) -> str:
     if backend is None:
-        return "triton" if q.is_cuda else "torch"
+        backend = os.environ.get(ENV_BACKEND) or ("triton" if q.is_cuda else "torch")
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be None or one of {BACKENDS}, got {backend!r}")
+        raise ValueError(f"backend must be None or one of {BACKENDS} (or {ENV_BACKEND}), got {backend!r}")
     return backend
 
 

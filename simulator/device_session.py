@@ -273,25 +273,41 @@ def _shard_frames(directory: Path) -> int:
     return total
 
 
-def _train_phase(visit: Visit, args: argparse.Namespace, work: Path) -> Path | None:
-    export = work / "export"
-    minutes = (visit.remaining() - TRAIN_RESERVE_S) / 60.0
-    if minutes < 0.5:
-        visit.phase("train", skipped=f"{visit.remaining():.0f} s left")
-        return None
+def _train_command(args: argparse.Namespace, work: Path, minutes: float) -> list[str]:
     command = _python("-m", "simulator.cli", "train", "--data", str(work / "train"), "--heldout", str(work / "heldout"),
                       "--tokenizer", args.tokenizer, "--preset", args.preset, "--out", str(work / "run"),
-                      "--export", str(export), "--device", args.device, "--minutes", f"{minutes:.2f}")
-    if args.init:
-        command += ["--init", args.init]
-    command += shlex.split(args.train_args)
-    rc, seconds = visit.run(command, visit.remaining() - 10)
+                      "--export", str(work / "export"), "--device", args.device, "--minutes", f"{minutes:.2f}")
+    return command + (["--init", args.init] if args.init else []) + shlex.split(args.train_args)
+
+
+def _train_phase(visit: Visit, args: argparse.Namespace, work: Path) -> Path | None:
+    """Train for what the budget leaves; on a failure with time to spare, once more with PyTorch attention (a
+    second start resumes from the run's last save, if it made one)."""
+    tests = visit.record["phases"].get("kernels", {}).get("tests")
+    attention = "torch" if isinstance(tests, dict) and (tests.get("failures") or tests.get("errors")) else "auto"
+    if attention == "torch":
+        visit.note("the kernel tests failed: training attention takes the PyTorch path (PATCHWORLD_ATTENTION=torch)")
+    attempts = []
+    while True:
+        minutes = (visit.remaining() - TRAIN_RESERVE_S) / 60.0
+        if minutes < 0.5:
+            visit.phase("train", skipped=f"{visit.remaining():.0f} s left")
+            break
+        env = {"PATCHWORLD_ATTENTION": "torch"} if attention == "torch" else {}
+        rc, seconds = visit.run(_train_command(args, work, minutes), visit.remaining() - 10, env=env)
+        attempts.append({"exit": rc, "seconds": round(seconds, 1), "attention": attention})
+        if rc == 0 or attention == "torch":
+            break
+        visit.note("training failed with the default attention: once more on the PyTorch path")
+        attention = "torch"
     evals = []
     if (work / "run" / "eval.jsonl").exists():
         evals = [json.loads(line) for line in (work / "run" / "eval.jsonl").read_text().splitlines() if line.strip()]
     steps = evals[-1]["step"] if evals else 0
-    visit.phase("train", exit=rc, seconds=round(seconds, 1), steps=steps,
-                steps_per_second=round(steps / max(seconds, 1e-6), 2), evals=evals)
+    seconds = sum(a["seconds"] for a in attempts)
+    visit.phase("train", exit=attempts[-1]["exit"] if attempts else None, attempts=attempts, seconds=round(seconds, 1),
+                steps=steps, steps_per_second=round(steps / max(seconds, 1e-6), 2), evals=evals)
+    export = work / "export"
     return export if (export / "model.safetensors").is_file() else None
 
 

@@ -86,3 +86,14 @@ def test_unknown_phases_a_missing_out_and_weights_too_big_to_come_back_are_refus
         cli_main(["device-session", "--out", str(tmp_path), "--skip", "kernel"])
     with pytest.raises(SystemExit, match="--out is required"):
         cli_main(["device-session"])
+
+
+def test_a_failed_training_start_is_tried_once_more_on_the_pytorch_attention(tmp_path):
+    work = tmp_path / "work"
+    for name in ("train", "heldout"):
+        (work / name).mkdir(parents=True)  # "collected" earlier, but empty: training cannot start
+    assert cli_main(["device-session", "--out", str(tmp_path / "out"), "--work", str(work), "--skip", "kernels,data",
+                     "--preset", "tiny", "--minutes", "3", "--device", "cpu"]) == 0
+    train = json.loads((tmp_path / "out" / "session.json").read_text())["phases"]["train"]
+    assert [(a["attention"], a["exit"] != 0) for a in train["attempts"]] == [("auto", True), ("torch", True)]
+    assert train["steps"] == 0 and "pack" not in json.loads((tmp_path / "out" / "session.json").read_text())["phases"]

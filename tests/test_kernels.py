@@ -181,3 +181,16 @@ def test_bad_cache_bounds_are_rejected() -> None:
         cached_attention(q, q, q, cache, cache, cache_start=0, cache_len=9, backend="torch")
     with pytest.raises(ValueError, match="cache_start must be an int or an int tensor"):
         cached_attention(q, q, q, cache, cache, cache_start=torch.zeros(3), cache_len=1, backend="torch")
+
+
+def test_the_environment_can_choose_the_automatic_backend(monkeypatch):
+    from kernels.attention import ENV_BACKEND, _pick
+
+    q = torch.zeros(1, 1, 4, 16)
+    monkeypatch.delenv(ENV_BACKEND, raising=False)
+    assert _pick(None, q) == "torch"  # CPU tensors: the PyTorch path
+    monkeypatch.setenv(ENV_BACKEND, "reference")
+    assert _pick(None, q) == "reference" and _pick("torch", q) == "torch"  # an explicit backend still wins
+    monkeypatch.setenv(ENV_BACKEND, "cuda-please")
+    with pytest.raises(ValueError, match=ENV_BACKEND):
+        _pick(None, q)
