@@ -97,3 +97,18 @@ def test_a_failed_training_start_is_tried_once_more_on_the_pytorch_attention(tmp
     train = json.loads((tmp_path / "out" / "session.json").read_text())["phases"]["train"]
     assert [(a["attention"], a["exit"] != 0) for a in train["attempts"]] == [("auto", True), ("torch", True)]
     assert train["steps"] == 0 and "pack" not in json.loads((tmp_path / "out" / "session.json").read_text())["phases"]
+
+
+def test_the_tree_that_travels_to_the_device_machine_stays_under_its_64_mib():
+    """Every visit sends the tracked files (and the carried wheels, ~2 MiB) there, 64 MiB at most: a checkpoint
+    committed beside the shipped ones can make every future visit fail before it starts."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (device_session.REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=device_session.REPO, capture_output=True, check=True)
+    paths = [device_session.REPO / p for p in listed.stdout.decode().split("\0") if p]
+    tracked = sum(p.stat().st_size for p in paths if p.is_file())
+    assert tracked + 3 * 2**20 <= 64 * 2**20, (f"the tracked tree is {tracked / 2**20:.1f} MiB: with the wheels it "
+                                               "would not travel to the device machine (64 MiB); move large files out")
