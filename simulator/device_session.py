@@ -195,15 +195,20 @@ def _env_phase(visit: Visit) -> None:
     visit.phase("env", **facts)
 
 
-def _ensure_pytest(visit: Visit) -> bool:
+def _ensure_pytest(visit: Visit, work: Path) -> dict | None:
+    """The environment in which `python -m pytest` runs: {} where pytest is installed, else PYTHONPATH to the
+    carried wheels installed into a scratch folder (no system install: the machine's Python may forbid one);
+    None where neither works."""
     if subprocess.run(_python("-c", "import pytest"), capture_output=True).returncode == 0:
-        return True
+        return {}
     if not WHEELS.is_dir():
         visit.note(f"pytest is missing and there are no wheels in {WHEELS} (prepare them: patchworld device-session "
                    "--prepare, then carry .whl)")
-        return False
-    rc, _ = visit.run(_python("-m", "pip", "install", "--no-index", "--find-links", str(WHEELS), "pytest"), 120)
-    return rc == 0
+        return None
+    site = work / "site"
+    rc, _ = visit.run(_python("-m", "pip", "install", "--no-index", "--find-links", str(WHEELS), "--target", str(site),
+                              "pytest"), 120)
+    return {"PYTHONPATH": os.pathsep.join([str(REPO), str(site)])} if rc == 0 else None
 
 
 def junit_counts(path: Path) -> dict[str, int]:
@@ -218,12 +223,13 @@ def junit_counts(path: Path) -> dict[str, int]:
 
 
 def _kernels_phase(visit: Visit, work: Path, tune: bool) -> None:
-    if not _ensure_pytest(visit):
+    env = _ensure_pytest(visit, work)
+    if env is None:
         visit.phase("kernels", tests="not run: no pytest")
     else:
         report = work / "kernels-junit.xml"
         rc, seconds = visit.run(_python("-m", "pytest", "tests/test_kernels.py", "-p", "no:cacheprovider", "-rfEs",
-                                        f"--junitxml={report}"), min(150.0, visit.remaining() - 300))
+                                        f"--junitxml={report}"), min(150.0, visit.remaining() - 300), env=env)
         visit.phase("kernels", tests_exit=rc, tests_seconds=round(seconds, 1),
                     tests=junit_counts(report) if report.is_file() else "no report (killed?)")
     if tune:
