@@ -333,8 +333,9 @@ def _pack_phase(visit: Visit, export: Path) -> None:
                    f"too big: {too_big or 'none'}")
 
 
-def weights_fit_the_way_back(preset: str, train_args: str) -> tuple[bool, str]:
-    """Whether the `preset` world model's bf16 weights (with --depth / --mlp-ratio from train_args) come back in
+def weights_fit_the_way_back(preset: str, train_args: str, init: str | None = None) -> tuple[bool, str]:
+    """Whether the `preset` world model's bf16 weights (with --depth / --mlp-ratio from train_args, else those of
+    the `init` checkpoint) come back in
     the parts the way back leaves room for (MAX_FILES_BACK less session.json, session.log, the benchmark's
     rows and config.json), and a line that says its size. Asked before the visit spends its minutes."""
     probe = ("import sys\nfrom simulator.train.world_trainer import TRAIN_PRESETS\nfrom simulator.models.dit import "
@@ -342,8 +343,12 @@ def weights_fit_the_way_back(preset: str, train_args: str) -> tuple[bool, str]:
              "int)(v) for k, v in kw.items()}\nm = build_dit(TRAIN_PRESETS[sys.argv[1]].model, latent_channels=8, **kw)"
              "\nprint(sum(p.numel() for p in m.parameters()))\n")
     tokens = shlex.split(train_args)
-    sizes = [f"{flag[2:].replace('-', '_')}={tokens[i + 1]}" for i, flag in enumerate(tokens[:-1])
-             if flag in ("--depth", "--mlp-ratio")]
+    sizes = {flag[2:].replace("-", "_"): tokens[i + 1] for i, flag in enumerate(tokens[:-1])
+             if flag in ("--depth", "--mlp-ratio")}
+    if init:  # a warm start keeps its checkpoint's depth and MLP width unless told otherwise (train --init)
+        model = json.loads((Path(init) / "config.json").read_text())["model"]
+        sizes = {**{k: str(model[k]) for k in ("depth", "mlp_ratio") if k in model}, **sizes}
+    sizes = [f"{k}={v}" for k, v in sizes.items()]
     result = subprocess.run(_python("-c", probe, preset, *sizes), capture_output=True, text=True, cwd=REPO,
                             env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
     if result.returncode:
@@ -380,7 +385,7 @@ def main(args: argparse.Namespace) -> int:
     if not Path(args.tokenizer).is_dir():
         raise SystemExit(f"no tokenizer checkpoint at {args.tokenizer}")
     if "train" not in skip:
-        fits, size = weights_fit_the_way_back(args.preset, args.train_args)
+        fits, size = weights_fit_the_way_back(args.preset, args.train_args, args.init)
         if not fits:
             raise SystemExit(f"--preset {args.preset}: {size}: its weights could not come back from the device "
                              "machine (8 files of at most 16 MiB); train a smaller model")
