@@ -335,9 +335,9 @@ def _pack_phase(visit: Visit, export: Path) -> None:
 
 def weights_fit_the_way_back(preset: str, train_args: str, init: str | None = None) -> tuple[bool, str]:
     """Whether the `preset` world model's bf16 weights (with --depth / --mlp-ratio from train_args, else those of
-    the `init` checkpoint) come back in
-    the parts the way back leaves room for (MAX_FILES_BACK less session.json, session.log, the benchmark's
-    rows and config.json), and a line that says its size. Asked before the visit spends its minutes."""
+    the `init` checkpoint; the shipped tokenizer's 8 latent channels) come back in the parts the way back leaves
+    room for (MAX_FILES_BACK less session.json, session.log, the benchmark's rows and config.json), and a line
+    that says its size. Asked before the visit spends its minutes."""
     probe = ("import sys\nfrom simulator.train.world_trainer import TRAIN_PRESETS\nfrom simulator.models.dit import "
              "build_dit\nkw = dict(a.split('=') for a in sys.argv[2:])\nkw = {k: (float if k == 'mlp_ratio' else "
              "int)(v) for k, v in kw.items()}\nm = build_dit(TRAIN_PRESETS[sys.argv[1]].model, latent_channels=8, **kw)"
