@@ -19,15 +19,16 @@ OUT/session.log (every phase's output); the weights to OUT/world/. A phase that 
 next ones run when they can (training needs data, not kernels). Back on this machine,
 `patchworld device-fetch FILES_AT --out runs/device-world` joins and checks the parts and attaches the
 tokenizer the run trained on; docs/training.md, "A device session", has the call and what to do next.
-It imports nothing beyond the standard library at the start: the phases run as subprocesses of this
-interpreter (the machine has torch, triton, numpy, numba, safetensors and tqdm, not pygame, websockets
-or gymnasium).
+It imports nothing beyond the standard library when loaded (torch only to size the model and read the
+GPU); the phases run as subprocesses of this interpreter (the machine has torch, triton, numpy, numba,
+safetensors and tqdm, not pygame, websockets or gymnasium).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import os
 import platform
@@ -41,12 +42,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from simulator.benchlog import machine_description
+
 REPO = Path(__file__).resolve().parent.parent
 PART_BYTES = 16 * 1024 * 1024 - 4096  # the way back takes files of at most 16 MiB (a margin for the filesystem)
 MAX_FILES_BACK = 8  # ... and at most 8 of them
 WHEELS = REPO / ".whl"  # ignored by git; carried to the machine (`carry: [".whl"]`)
 PHASES = ("env", "kernels", "data", "train", "pack")
-TRAIN_RESERVE_S = 100.0  # left by training: reading and encoding the shards (~10-20 s), its last evaluation (~20-30 s), export, pack
+# what training leaves of the budget: reading and encoding the shards (~10-20 s), its last evaluation (~20-30 s),
+# export and pack
+TRAIN_RESERVE_S = 100.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -176,21 +181,18 @@ def _python(*args: str) -> list[str]:
 
 
 def _env_phase(visit: Visit) -> None:
-    probe = ("import json, torch\nfacts = {'torch': torch.__version__, 'cuda': torch.cuda.is_available()}\n"
-             "if facts['cuda']:\n    facts['gpu'] = torch.cuda.get_device_name(0)\n"
-             "    facts['gpu_memory_gib'] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)\n"
-             "for name in ('triton', 'numpy', 'numba', 'safetensors', 'pytest'):\n"
-             "    try:\n        facts[name] = __import__(name).__version__\n"
-             "    except Exception as error:\n        facts[name] = 'missing: ' + type(error).__name__\n"
-             "print('ENV ' + json.dumps(facts))\n")
-    result = subprocess.run(_python("-c", probe), capture_output=True, text=True, cwd=REPO, timeout=120)
-    facts = {"python": platform.python_version(), "cpu_cores": os.cpu_count(), "machine": platform.processor() or
-             platform.machine()}
-    for line in result.stdout.splitlines():
-        if line.startswith("ENV "):
-            facts.update(json.loads(line[4:]))
-    if result.returncode:
-        facts["error"] = result.stderr[-2000:]
+    facts: dict = {"python": platform.python_version(), "cpu_cores": os.cpu_count()}
+    for name in ("torch", "triton", "numpy", "numba", "safetensors", "pytest"):
+        try:
+            facts[name] = importlib.import_module(name).__version__
+        except Exception as error:  # a broken install is a finding too
+            facts[name] = f"missing: {type(error).__name__}"
+    torch = sys.modules.get("torch")
+    facts["cuda"] = bool(torch is not None and torch.cuda.is_available())
+    if facts["cuda"]:
+        facts["gpu"] = torch.cuda.get_device_name(0)
+        facts["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
+    facts["machine"] = machine_description()  # CPU model and cores, and the GPU
     visit.note("env " + json.dumps(facts))
     visit.phase("env", **facts)
 
@@ -199,8 +201,8 @@ def _ensure_pytest(visit: Visit, work: Path) -> dict | None:
     """The environment in which `python -m pytest` runs: {} where pytest is installed, else PYTHONPATH to the
     carried wheels installed into a scratch folder (no system install: the machine's Python may forbid one);
     None where neither works."""
-    if subprocess.run(_python("-c", "import pytest"), capture_output=True).returncode == 0:
-        return {}
+    if not str(visit.record["phases"].get("env", {}).get("pytest", "missing")).startswith("missing"):
+        return {}  # the env phase imported it
     if not WHEELS.is_dir():
         visit.note(f"pytest is missing and there are no wheels in {WHEELS} (prepare them: patchworld device-session "
                    "--prepare, then carry .whl)")
@@ -338,22 +340,19 @@ def weights_fit_the_way_back(preset: str, train_args: str, init: str | None = No
     the `init` checkpoint; the shipped tokenizer's 8 latent channels) come back in the parts the way back leaves
     room for (MAX_FILES_BACK less session.json, session.log, the benchmark's rows and config.json), and a line
     that says its size. Asked before the visit spends its minutes."""
-    probe = ("import sys\nfrom simulator.train.world_trainer import TRAIN_PRESETS\nfrom simulator.models.dit import "
-             "build_dit\nkw = dict(a.split('=') for a in sys.argv[2:])\nkw = {k: (float if k == 'mlp_ratio' else "
-             "int)(v) for k, v in kw.items()}\nm = build_dit(TRAIN_PRESETS[sys.argv[1]].model, latent_channels=8, **kw)"
-             "\nprint(sum(p.numel() for p in m.parameters()))\n")
+    from simulator.models.dit import build_dit  # torch: there on the machine, and asked once, before the visit
+    from simulator.train.world_trainer import TRAIN_PRESETS
+
+    if preset not in TRAIN_PRESETS:
+        raise SystemExit(f"--preset {preset}: not one of {sorted(TRAIN_PRESETS)}")
     tokens = shlex.split(train_args)
     sizes = {flag[2:].replace("-", "_"): tokens[i + 1] for i, flag in enumerate(tokens[:-1])
              if flag in ("--depth", "--mlp-ratio")}
     if init:  # a warm start keeps its checkpoint's depth and MLP width unless told otherwise (train --init)
         model = json.loads((Path(init) / "config.json").read_text())["model"]
-        sizes = {**{k: str(model[k]) for k in ("depth", "mlp_ratio") if k in model}, **sizes}
-    sizes = [f"{k}={v}" for k, v in sizes.items()]
-    result = subprocess.run(_python("-c", probe, preset, *sizes), capture_output=True, text=True, cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
-    if result.returncode:
-        raise SystemExit(f"--preset {preset}: cannot build its model ({result.stderr.strip().splitlines()[-1]})")
-    params = int(result.stdout.split()[-1])
+        sizes = {**{k: model[k] for k in ("depth", "mlp_ratio") if k in model}, **sizes}
+    sizes = {k: float(v) if k == "mlp_ratio" else int(v) for k, v in sizes.items()}
+    params = sum(p.numel() for p in build_dit(TRAIN_PRESETS[preset].model, latent_channels=8, **sizes).parameters())
     room = (MAX_FILES_BACK - 4) * PART_BYTES
     line = f"{params / 1e6:.1f} M parameters, {2 * params / 2**20:.0f} MiB in bf16 (room for {room / 2**20:.0f} MiB)"
     return 2 * params <= room, line
